@@ -1,0 +1,123 @@
+# libddshim — build, test, run.
+#   make            build/libddshim.so (installs missing Debian packages first)
+#   make test       unit + end-to-end tests; last line "N passed, N failed"
+#   make run        profile an example program on the embedded default, print its top functions
+#   make deps       install the Debian packages of scripts/deps.txt
+#   SANITIZER=address|undefined   build everything with that sanitizer
+
+CC        ?= gcc
+SANITIZER ?=
+B         := build
+PROTO     := /usr/share/gocode/src/github.com/google/pprof/proto/profile.proto
+VERSION   := 0.1.0
+
+WARN      := -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
+             -Werror=implicit-function-declaration -Werror=format
+CFLAGS    ?= -O2 -g
+CFLAGS    += -std=gnu11 -fPIC -pthread $(WARN) -D_GNU_SOURCE -DDDSHIM_VERSION='"$(VERSION)"' \
+             -I. -I$(B)/gen
+ifeq ($(SANITIZER),address)
+  CFLAGS  += -fsanitize=address -fno-omit-frame-pointer
+  LDSAN   := -fsanitize=address
+else ifeq ($(SANITIZER),undefined)
+  CFLAGS  += -fsanitize=undefined -fno-sanitize-recover=undefined
+  LDSAN   := -fsanitize=undefined
+endif
+LIB_CFLAGS := $(CFLAGS) -fvisibility=hidden
+LIBS      := -lunwind -lcurl -lprotobuf-c -lz -ljansson -ldw -lelf -ldl -lpthread
+
+DEPS_STAMP := $(B)/.deps-ok
+GEN_C     := $(B)/gen/profile.pb-c.c
+GEN_H     := $(B)/gen/profile.pb-c.h
+GEN_O     := $(B)/obj/gen/profile.pb-c.o
+
+mod_objs   = $(patsubst %.c,$(B)/obj/%.o,$(wildcard $(1)/*.c))
+COMMON_O  := $(call mod_objs,common)
+PRELOAD_O := $(call mod_objs,preload)
+AIO_O     := $(call mod_objs,agent_io)
+PPROF_O   := $(call mod_objs,pprof) $(GEN_O)
+SYM_O     := $(call mod_objs,symbolize)
+LIB_OBJS  := $(COMMON_O) $(PRELOAD_O) $(AIO_O) $(PPROF_O) $(SYM_O)
+
+.PHONY: all deps test run clean check-exports bench
+all: $(B)/libddshim.so
+
+deps:
+	sh scripts/install-deps.sh
+$(DEPS_STAMP): scripts/deps.txt scripts/install-deps.sh
+	@sh scripts/install-deps.sh
+	@mkdir -p $(B) && touch $@
+
+$(GEN_C) $(GEN_H): $(DEPS_STAMP)
+	@mkdir -p $(B)/gen
+	protoc-c --c_out=$(B)/gen -I$(dir $(PROTO)) $(PROTO)
+
+$(B)/obj/gen/%.o: $(B)/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(LIB_CFLAGS) -w -c $< -o $@
+
+$(B)/obj/%.o: %.c $(GEN_H) $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(LIB_CFLAGS) -c $< -o $@
+
+$(B)/libddshim.so: $(LIB_OBJS) preload/exports.map
+	$(CC) -shared -o $@ $(LIB_OBJS) -Wl,--version-script=preload/exports.map \
+	    -Wl,-z,nodelete -Wl,--no-undefined $(LDSAN) $(LIBS)
+
+# ---- unit tests: each links only its own module (and common/) ----------------
+UNIT_CFLAGS := $(CFLAGS)
+$(B)/tests/test_pprof: tests/unit/test_pprof.c $(PPROF_O) $(COMMON_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(UNIT_CFLAGS) -o $@ $^ $(LDSAN) -lprotobuf-c -lz
+$(B)/tests/test_sym: tests/unit/test_sym.c $(SYM_O) $(COMMON_O) $(B)/tests/libsymtest_dl.so
+	@mkdir -p $(dir $@)
+	$(CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_sym.c $(SYM_O) $(COMMON_O) $(LDSAN) -ldw -lelf -ldl
+$(B)/tests/libsymtest_dl.so: tests/unit/symtest_dl.c
+	@mkdir -p $(dir $@)
+	$(CC) $(UNIT_CFLAGS) -shared -o $@ $<
+$(B)/tests/test_transport: tests/unit/test_transport.c $(B)/obj/agent_io/transport.o $(COMMON_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(UNIT_CFLAGS) -o $@ $^ $(LDSAN) -lcurl -ljansson
+$(B)/tests/test_config: tests/unit/test_config.c $(B)/obj/preload/config.o $(COMMON_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(UNIT_CFLAGS) -o $@ $^ $(LDSAN)
+$(B)/tests/test_stacks: tests/unit/test_stacks.c $(B)/obj/agent_io/stacks.o $(COMMON_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(UNIT_CFLAGS) -o $@ $^ $(LDSAN)
+UNIT_TESTS := $(patsubst tests/unit/test_%.c,$(B)/tests/test_%,$(wildcard tests/unit/test_*.c))
+
+# ---- programs the end-to-end tests run under the shim ------------------------
+# Built like distributions build: -O2, no frame pointers, with DWARF.
+PROG_CFLAGS := -O2 -g -fomit-frame-pointer -pthread -D_GNU_SOURCE
+$(B)/progs/%: tests/progs/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(PROG_CFLAGS) -o $@ $< -ldl -lm
+$(B)/progs/%: tests/progs/%.cc
+	@mkdir -p $(dir $@)
+	g++ $(PROG_CFLAGS) -o $@ $< -ldl -Wl,-rpath,'$$ORIGIN' -L$(B)/progs -lsymlib
+$(B)/progs/lib%.so: tests/progs/lib%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(PROG_CFLAGS) -fPIC -shared -o $@ $<
+$(B)/progs/%: examples/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(PROG_CFLAGS) -o $@ $< -lm
+PROGS := $(patsubst tests/progs/%.c,$(B)/progs/%,$(filter-out tests/progs/lib%,$(wildcard tests/progs/*.c))) \
+         $(patsubst tests/progs/lib%.c,$(B)/progs/lib%.so,$(wildcard tests/progs/lib*.c)) \
+         $(patsubst tests/progs/%.cc,$(B)/progs/%,$(wildcard tests/progs/*.cc)) \
+         $(patsubst examples/%.c,$(B)/progs/%,$(wildcard examples/*.c))
+$(patsubst tests/progs/%.cc,$(B)/progs/%,$(wildcard tests/progs/*.cc)): $(B)/progs/libsymlib.so
+
+test: $(DEPS_STAMP) $(B)/libddshim.so $(UNIT_TESTS) $(PROGS)
+	@B=$(B) SANITIZER=$(SANITIZER) sh tests/run.sh
+
+run: $(DEPS_STAMP) $(B)/libddshim.so $(B)/progs/busy
+	@sh scripts/run-example.sh
+
+check-exports: $(B)/libddshim.so
+	@sh tests/e2e/exports.sh
+
+bench: $(B)/libddshim.so $(PROGS)
+	@sh bench/run.sh
+
+clean:
+	rm -rf $(B)

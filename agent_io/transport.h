@@ -1,0 +1,69 @@
+/* agent_io/transport.h — talking to the Datadog Agent (libcurl, TCP or Unix
+ * socket) and writing the embedded-default output directory.
+ * Called only from the shim's uploader thread; never from host threads or
+ * signal context. Every call is bounded by the timeout it is given. */
+#ifndef DDSHIM_TRANSPORT_H
+#define DDSHIM_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum aio_url_kind { AIO_URL_HTTP = 1, AIO_URL_UNIX = 2 };
+
+/* A parsed DD_TRACE_AGENT_URL. */
+typedef struct aio_target {
+    int kind;             /* AIO_URL_HTTP or AIO_URL_UNIX */
+    char base[512];       /* "http://host:port" (no trailing slash); for unix: "http://localhost" */
+    char socket_path[256];/* unix only: filesystem path of the socket */
+} aio_target;
+
+/* Parse "http://host[:port][/]" or "unix:///path/to.sock" (also "unix:/path").
+ * https is refused (the Agent speaks plain HTTP locally). Returns 0, or -1 when
+ * the URL is not one of these (nothing in *out is then meaningful). */
+int aio_url_parse(const char *url, aio_target *out);
+
+/* Everything event.json and the headers need for one profile upload. */
+typedef struct aio_profile_meta {
+    const char *service, *env, *version; /* env/version may be NULL */
+    const char *host;                    /* hostname */
+    const char *runtime_id;              /* uuid v4 string */
+    const char *tags;                    /* DD_TAGS raw ("k:v,k:v" or space separated), may be NULL */
+    const char *container_id;            /* may be NULL */
+    const char *profiler_version;        /* "0.1.0" */
+    int64_t pid;
+    uint64_t seq;                        /* profile_seq, 0-based per process */
+    int64_t start_ns, end_ns;            /* CLOCK_REALTIME ns since epoch */
+    const char *endpoint_counts_json;    /* JSON object text, or NULL (omitted) */
+} aio_profile_meta;
+
+/* Build the event.json text for meta (malloc'd, caller frees); NULL on OOM.
+ * tags_profiler = service,env,version,language:native,profiler_version,
+ * runtime-id,profile_seq,host,process_id, then each DD_TAGS tag. */
+char *aio_event_json(const aio_profile_meta *meta);
+
+/* GET <agent>/info; 0 when the Agent answered 200, else -1. */
+int aio_agent_probe(const aio_target *t, long timeout_ms);
+
+/* POST <agent>/profiling/v1/input as multipart/form-data with parts "event"
+ * (event.json) and "profile.pprof" (pprof_gz). Headers per WIRE.md §1.
+ * *http_status gets the status (0 when no answer). Returns 0 on a 2xx answer,
+ * -1 otherwise. */
+int aio_upload_profile(const aio_target *t, const aio_profile_meta *meta, const uint8_t *pprof_gz,
+                       size_t len, long timeout_ms, long *http_status);
+
+/* Write pprof_gz to <dir>/<service>.<pid>.<seq>.pprof.gz (created 0600, via a
+ * temporary name and rename, O_NOFOLLOW; dir created 0700 if missing) and the
+ * event.json beside it as <service>.<pid>.<seq>.event.json. The service name is
+ * sanitized for use in a file name. path_out (if not NULL) receives the pprof
+ * path. Returns 0 or -1. */
+int aio_write_profile_file(const char *dir, const aio_profile_meta *meta, const uint8_t *pprof_gz,
+                           size_t len, char *path_out, size_t path_out_len);
+
+/* The container id from /proc/self/cgroup ("" when not in a container); the
+ * buffer must hold 65 bytes. */
+void aio_container_id(char *out, size_t out_len);
+
+/* Global libcurl init/cleanup, once per process (uploader thread start). */
+int aio_global_init(void);
+
+#endif
