@@ -24,7 +24,7 @@ else ifeq ($(SANITIZER),undefined)
   LDSAN   := -fsanitize=undefined
 endif
 LIB_CFLAGS := $(CFLAGS) -fvisibility=hidden
-LIBS      := -lunwind -lcurl -lprotobuf-c -lz -ljansson -ldw -lelf -ldl -lpthread
+LIBS      := -lcurl -lprotobuf-c -lz -ljansson -ldw -lelf -ldl -lpthread
 
 DEPS_STAMP := $(B)/.deps-ok
 GEN_C     := $(B)/gen/profile.pb-c.c
@@ -34,13 +34,17 @@ GEN_O     := $(B)/obj/gen/profile.pb-c.o
 mod_objs   = $(patsubst %.c,$(B)/obj/%.o,$(wildcard $(1)/*.c))
 COMMON_O  := $(call mod_objs,common)
 PRELOAD_O := $(call mod_objs,preload)
-AIO_O     := $(call mod_objs,agent_io)
 PPROF_O   := $(call mod_objs,pprof) $(GEN_O)
 SYM_O     := $(call mod_objs,symbolize)
-LIB_OBJS  := $(COMMON_O) $(PRELOAD_O) $(AIO_O) $(PPROF_O) $(SYM_O)
+# libddshim.so: what runs inside the host (hooks, sampler, collector); libc only.
+SHIM_OBJS := $(COMMON_O) $(PRELOAD_O) $(B)/obj/agent_io/collector.o $(B)/obj/agent_io/stacks.o
+# libddshim-agent.so: dlopen'd RTLD_LOCAL by the uploader thread on first use.
+AGENT_OBJS := $(COMMON_O) $(B)/obj/agent_io/agent.o $(B)/obj/agent_io/transport.o \
+              $(PPROF_O) $(SYM_O)
+LIB_OBJS  := $(SHIM_OBJS) $(AGENT_OBJS)
 
 .PHONY: all deps test run clean check-exports bench
-all: $(B)/libddshim.so
+all: $(B)/libddshim.so $(B)/libddshim-agent.so
 
 deps:
 	sh scripts/install-deps.sh
@@ -60,8 +64,12 @@ $(B)/obj/%.o: %.c $(GEN_H) $(wildcard */*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(LIB_CFLAGS) -c $< -o $@
 
-$(B)/libddshim.so: $(LIB_OBJS) preload/exports.map
-	$(CC) -shared -o $@ $(LIB_OBJS) -Wl,--version-script=preload/exports.map \
+$(B)/libddshim.so: $(SHIM_OBJS) preload/exports.map
+	$(CC) -shared -o $@ $(SHIM_OBJS) -Wl,--version-script=preload/exports.map \
+	    -Wl,-z,nodelete -Wl,--no-undefined $(LDSAN) -ldl -lpthread
+
+$(B)/libddshim-agent.so: $(AGENT_OBJS) agent_io/agent.map
+	$(CC) -shared -o $@ $(AGENT_OBJS) -Wl,--version-script=agent_io/agent.map \
 	    -Wl,-z,nodelete -Wl,--no-undefined $(LDSAN) $(LIBS)
 
 # ---- unit tests: each links only its own module (and common/) ----------------
@@ -107,16 +115,16 @@ PROGS := $(patsubst tests/progs/%.c,$(B)/progs/%,$(filter-out tests/progs/lib%,$
          $(patsubst examples/%.c,$(B)/progs/%,$(wildcard examples/*.c))
 $(patsubst tests/progs/%.cc,$(B)/progs/%,$(wildcard tests/progs/*.cc)): $(B)/progs/libsymlib.so
 
-test: $(DEPS_STAMP) $(B)/libddshim.so $(UNIT_TESTS) $(PROGS)
+test: $(DEPS_STAMP) all $(UNIT_TESTS) $(PROGS)
 	@B=$(B) SANITIZER=$(SANITIZER) sh tests/run.sh
 
-run: $(DEPS_STAMP) $(B)/libddshim.so $(B)/progs/busy
+run: $(DEPS_STAMP) all $(B)/progs/busy
 	@sh scripts/run-example.sh
 
-check-exports: $(B)/libddshim.so
+check-exports: all
 	@sh tests/e2e/exports.sh
 
-bench: $(B)/libddshim.so $(PROGS)
+bench: all $(PROGS)
 	@sh bench/run.sh
 
 clean:

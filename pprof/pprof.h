@@ -66,6 +66,9 @@ int pprof_add_comment(pprof_builder *b, const char *text);
  * frees. Returns 0 or a negative code. */
 int pprof_serialize_gzip(pprof_builder *b, uint8_t **out, size_t *out_len);
 
+/* Bytes the builder holds now (arena, arrays, tables), for memory bounds. */
+size_t pprof_memory(const pprof_builder *b);
+
 void pprof_free(pprof_builder *b);
 
 #endif

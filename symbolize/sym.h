@@ -61,4 +61,17 @@ size_t sym_memory(const sym_ctx *ctx);
 
 void sym_free(sym_ctx *ctx);
 
+/* Bound the per-pc cache to max_entries addresses (default 32768; frames are
+ * bounded at 4 per entry on average). When either bound is reached the whole
+ * cache is dropped and refilled on demand; interned strings stay. Clears the
+ * cache now. 0 or -EINVAL. */
+int sym_set_cache_limit(sym_ctx *ctx, size_t max_entries);
+
+/* Demangle an Itanium C++ ABI name ("_ZN2ns3Cls6methodEi") into buf
+ * ("ns::Cls::method(int)"), truncating to len - 1 bytes. Returns 1 when
+ * demangled, 0 when buf holds the name unchanged (not mangled, invalid, or no
+ * demangler in reach: libstdc++ is looked up at run time, never linked), -1 on
+ * bad arguments. */
+int sym_demangle(const char *mangled, char *buf, size_t len);
+
 #endif

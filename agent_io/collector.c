@@ -1,0 +1,384 @@
+/* agent_io/collector.c — the collector and uploader threads (see collector.h).
+ *
+ * Threads: collector_thread and uploader_thread run here with all signals
+ * blocked; collector_final_flush runs on the host thread that exits (atexit),
+ * execs or takes a terminating signal, and only waits on a condition variable
+ * with a deadline. Nothing here runs in signal context.
+ *
+ * The uploader dlopen's libddshim-agent.so (RTLD_LOCAL) on its first delivery,
+ * so processes that never produce a profile never load libcurl or libdw. */
+#include "agent_io/collector.h"
+
+#include "agent_io/agent_api.h"
+#include "agent_io/stacks.h"
+#include "common/log.h"
+#include "common/record.h"
+#include "preload/hooks.h"
+#include "preload/sampler.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_STACKS 4096
+#define MAX_FRAMES_TOTAL (128 * 1024)
+
+static struct {
+    const struct shim_config *cfg;
+    int rfd, wfd;
+    pthread_mutex_t lock; /* tables[cur], the control flags */
+    pthread_cond_t wake, done;
+    struct stack_table tables[2];
+    int cur;
+    uint64_t flush_req, flush_done; /* flush generations */
+    long flush_timeout_ms;
+    int started;
+    int64_t period_start_ns;
+    uint64_t seq;
+    uint64_t lost_seen; /* sampler loss counters already reported */
+    void *agent_lib;
+    const struct ddshim_agent_ops *ops;
+    void *agent_ctx;
+    char runtime_id[37];
+    char hostname[256];
+} C = {.rfd = -1, .wfd = -1};
+
+static int64_t now_ns(clockid_t clk)
+{
+    struct timespec ts;
+    clock_gettime(clk, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void make_runtime_id(char out[37])
+{
+    unsigned char b[16];
+    if (getrandom(b, sizeof b, GRND_NONBLOCK) != (ssize_t)sizeof b) {
+        uint64_t x = (uint64_t)now_ns(CLOCK_MONOTONIC) ^ ((uint64_t)getpid() << 32);
+        for (int i = 0; i < 16; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            b[i] = (unsigned char)(x >> 56);
+        }
+    }
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+             b[13], b[14], b[15]);
+}
+
+static int make_socketpair(void)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) != 0)
+        return -1;
+    /* Room for bursts while the uploader is busy; capped by net.core.wmem_max. */
+    int sz = 4 << 20;
+    setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    C.rfd = sv[0];
+    C.wfd = sv[1];
+    return 0;
+}
+
+static int init_state(void)
+{
+    pthread_mutex_init(&C.lock, NULL);
+    pthread_cond_init(&C.wake, NULL);
+    pthread_cond_init(&C.done, NULL);
+    C.cur = 0;
+    C.flush_req = C.flush_done = 0;
+    C.started = 0;
+    C.seq = 0;
+    C.agent_ctx = NULL;
+    C.lost_seen = 0;
+    make_runtime_id(C.runtime_id);
+    if (gethostname(C.hostname, sizeof C.hostname) != 0)
+        C.hostname[0] = '\0';
+    C.hostname[sizeof C.hostname - 1] = '\0';
+    C.period_start_ns = now_ns(CLOCK_REALTIME);
+    if (make_socketpair() != 0)
+        return -1;
+    return 0;
+}
+
+int collector_init(const struct shim_config *cfg)
+{
+    C.cfg = cfg;
+    if (init_state() != 0)
+        return -1;
+    if (stacks_init(&C.tables[0], MAX_STACKS, MAX_FRAMES_TOTAL) != 0 ||
+        stacks_init(&C.tables[1], MAX_STACKS, MAX_FRAMES_TOTAL) != 0)
+        return -1;
+    return C.wfd;
+}
+
+static void thread_name_of(int tid, char out[16])
+{
+    char path[64];
+    out[0] = '\0';
+    snprintf(path, sizeof path, "/proc/self/task/%d/comm", tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, out, 15);
+    close(fd);
+    if (n <= 0)
+        n = 0;
+    out[n] = '\0';
+    char *nl = strchr(out, '\n');
+    if (nl)
+        *nl = '\0';
+}
+
+/* Drain every pending record into the current table. Caller holds C.lock. */
+static void drain_locked(void)
+{
+    static struct sample_rec rec; /* only ever used under C.lock */
+    for (;;) {
+        ssize_t n = recv(C.rfd, &rec, sizeof rec, MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return;
+        }
+        if ((size_t)n < REC_HEADER_SIZE || rec.magic != REC_MAGIC || rec.nframes > REC_MAX_FRAMES ||
+            (size_t)n != REC_SIZE(rec.nframes))
+            continue;
+        struct stack_table *t = &C.tables[C.cur];
+        if (!stacks_has_thread(t, rec.tid)) {
+            char name[16];
+            thread_name_of(rec.tid, name);
+            stacks_set_thread(t, rec.tid, name);
+        }
+        stacks_add(t, &rec);
+    }
+}
+
+static void block_all_signals(void)
+{
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, NULL);
+}
+
+static void *collector_thread(void *arg)
+{
+    (void)arg;
+    sampler_tls.shim_thread = 1;
+    for (;;) {
+        struct pollfd p = {.fd = C.rfd, .events = POLLIN};
+        int r = poll(&p, 1, 1000);
+        if (r < 0 && errno != EINTR)
+            return NULL;
+        pthread_mutex_lock(&C.lock);
+        drain_locked();
+        pthread_mutex_unlock(&C.lock);
+    }
+}
+
+static int load_agent(void)
+{
+    if (C.ops)
+        return 0;
+    Dl_info di;
+    if (!dladdr((void *)&collector_start, &di) || !di.dli_fname) {
+        log_warn("cannot find where libddshim.so is; profiles are not delivered");
+        return -1;
+    }
+    char path[1024];
+    const char *slash = strrchr(di.dli_fname, '/');
+    int dirlen = slash ? (int)(slash - di.dli_fname) : 1;
+    snprintf(path, sizeof path, "%.*s/libddshim-agent.so", dirlen, slash ? di.dli_fname : ".");
+    C.agent_lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!C.agent_lib) {
+        log_warn("cannot load %s (%s); profiles are not delivered", path, dlerror());
+        return -1;
+    }
+    const struct ddshim_agent_ops *ops = dlsym(C.agent_lib, DDSHIM_AGENT_SYMBOL);
+    if (!ops || ops->abi != DDSHIM_AGENT_ABI) {
+        log_warn("%s is not the agent library of this shim version", path);
+        return -1;
+    }
+    C.ops = ops;
+    return 0;
+}
+
+static uint64_t sampler_losses(void)
+{
+    return __atomic_load_n(&sampler_counters.lost_loader, __ATOMIC_RELAXED) +
+           __atomic_load_n(&sampler_counters.lost_busy, __ATOMIC_RELAXED) +
+           __atomic_load_n(&sampler_counters.lost_write, __ATOMIC_RELAXED);
+}
+
+/* Swap the table out and deliver it. Uploader thread only. */
+static void deliver(int final, long timeout_ms)
+{
+    pthread_mutex_lock(&C.lock);
+    drain_locked();
+    struct stack_table *t = &C.tables[C.cur];
+    C.cur ^= 1;
+    int64_t start = C.period_start_ns, end = now_ns(CLOCK_REALTIME);
+    C.period_start_ns = end;
+    pthread_mutex_unlock(&C.lock);
+
+    uint64_t lost_total = sampler_losses();
+    uint64_t lost = lost_total - C.lost_seen;
+    C.lost_seen = lost_total;
+    if (t->len == 0 && lost == 0 && t->dropped_samples == 0) {
+        stacks_reset(t);
+        return; /* no CPU samples in this period: nothing worth a profile */
+    }
+    if (lost || t->dropped_samples)
+        log_info("profile %llu: %llu timer periods lost in the handler, %llu samples did not fit",
+                 (unsigned long long)C.seq, (unsigned long long)lost,
+                 (unsigned long long)t->dropped_samples);
+    if (load_agent() == 0) {
+        if (!C.agent_ctx) {
+            struct agent_settings s = {.cfg = C.cfg, .runtime_id = C.runtime_id,
+                                       .hostname = C.hostname, .pid = getpid()};
+            C.agent_ctx = C.ops->create(&s);
+        }
+        if (C.agent_ctx) {
+            struct agent_profile p = {.stacks = t, .start_ns = start, .end_ns = end,
+                                      .period_ns = sampler_period_ns(), .lost_periods = lost,
+                                      .seq = C.seq, .final = final};
+            C.ops->deliver_profile(C.agent_ctx, &p, timeout_ms);
+            C.seq++;
+        }
+    }
+    stacks_reset(t);
+}
+
+static void *uploader_thread(void *arg)
+{
+    (void)arg;
+    sampler_tls.shim_thread = 1;
+    long period_ms = (long)C.cfg->upload_period_s * 1000;
+    for (;;) {
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        int64_t due = C.period_start_ns + (int64_t)period_ms * 1000000LL;
+        dl.tv_sec = due / 1000000000LL;
+        dl.tv_nsec = due % 1000000000LL;
+        pthread_mutex_lock(&C.lock);
+        int r = 0;
+        while (C.flush_req == C.flush_done && r != ETIMEDOUT)
+            r = pthread_cond_timedwait(&C.wake, &C.lock, &dl);
+        uint64_t req = C.flush_req;
+        long flush_timeout = C.flush_timeout_ms;
+        pthread_mutex_unlock(&C.lock);
+        if (req != C.flush_done) {
+            deliver(1, flush_timeout);
+            pthread_mutex_lock(&C.lock);
+            C.flush_done = req;
+            pthread_cond_broadcast(&C.done);
+            pthread_mutex_unlock(&C.lock);
+            continue;
+        }
+        /* A periodic upload may take the whole period when the Agent hangs. */
+        deliver(0, period_ms > 10000 ? 10000 : period_ms);
+    }
+    return NULL;
+}
+
+int collector_start(void)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    /* Threads inherit the creator's mask: create them with everything blocked. */
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&a, 256 * 1024);
+    pthread_t t1, t2;
+    int rc = hooks_real_pthread_create(&t1, &a, collector_thread, NULL);
+    if (rc == 0) {
+        pthread_setname_np(t1, "ddshim-collect");
+        rc = hooks_real_pthread_create(&t2, &a, uploader_thread, NULL);
+        if (rc == 0)
+            pthread_setname_np(t2, "ddshim-upload");
+    }
+    pthread_attr_destroy(&a);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    (void)block_all_signals;
+    if (rc != 0) {
+        log_warn("cannot start the uploader thread (%s); CPU profiling is off", strerror(rc));
+        return -1;
+    }
+    C.started = 1;
+    return 0;
+}
+
+int collector_has_data(void)
+{
+    if (!C.started)
+        return 0;
+    pthread_mutex_lock(&C.lock);
+    int any = C.tables[C.cur].len > 0;
+    pthread_mutex_unlock(&C.lock);
+    if (!any) {
+        int avail = 0;
+        struct pollfd p = {.fd = C.rfd, .events = POLLIN};
+        avail = poll(&p, 1, 0) > 0;
+        any = avail;
+    }
+    return any;
+}
+
+void collector_final_flush(long timeout_ms)
+{
+    if (!C.started || timeout_ms <= 0)
+        return;
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&C.lock);
+    /* The uploader reads this as its time budget: leave it a margin. */
+    C.flush_timeout_ms = timeout_ms > 100 ? timeout_ms - 50 : timeout_ms;
+    uint64_t want = ++C.flush_req;
+    pthread_cond_broadcast(&C.wake);
+    int r = 0;
+    while (C.flush_done < want && r != ETIMEDOUT)
+        r = pthread_cond_timedwait(&C.done, &C.lock, &dl);
+    int ok = C.flush_done >= want;
+    pthread_mutex_unlock(&C.lock);
+    if (!ok)
+        log_info("the final profile was not delivered within %ld ms", timeout_ms);
+}
+
+int collector_after_fork_child(void)
+{
+    /* The parent's threads do not exist here; their locks and tables are
+     * abandoned as they were (copies of the parent's memory). */
+    C.rfd = C.wfd = -1;
+    C.agent_ctx = NULL;
+    struct stack_table fresh[2];
+    if (stacks_init(&fresh[0], MAX_STACKS, MAX_FRAMES_TOTAL) != 0 ||
+        stacks_init(&fresh[1], MAX_STACKS, MAX_FRAMES_TOTAL) != 0)
+        return -1;
+    C.tables[0] = fresh[0];
+    C.tables[1] = fresh[1];
+    if (init_state() != 0)
+        return -1;
+    C.lost_seen = sampler_losses();
+    if (collector_start() != 0)
+        return -1;
+    return C.wfd;
+}

@@ -1,0 +1,910 @@
+/* agent_io/transport.c — everything that leaves the process: parsing
+ * DD_TRACE_AGENT_URL, building event.json, the multipart profile upload and the
+ * /info probe (libcurl easy interface, over TCP or a Unix socket), the
+ * container id, and the write of a profile into the local output directory.
+ *
+ * Threads: only the shim's uploader thread calls in (it runs with every signal
+ * blocked). Nothing here is async-signal-safe and nothing here may be called
+ * from signal context or from a host thread: it allocates, takes libcurl's
+ * locks and blocks on the network for up to the caller's timeout.
+ *
+ * We run inside someone else's process, which shapes the libcurl settings:
+ * CURLOPT_NOSIGNAL so libcurl never touches SIGPIPE/SIGALRM dispositions,
+ * sockets opened close-on-exec so a host fork+exec does not inherit them, no
+ * proxy from the environment (the Agent is local; a host's http_proxy is for
+ * the host), plain http only, no redirects, and a hard total timeout. */
+#include "agent_io/transport.h"
+
+#include "common/log.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define AIO_PROFILE_PATH "/profiling/v1/input"
+#define AIO_INFO_PATH "/info"
+
+/* ---- growable string (for tags_profiler) --------------------------------- */
+
+typedef struct aio_sbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} aio_sbuf;
+
+static void sb_putn(aio_sbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->oom = 1;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_puts(aio_sbuf *b, const char *s)
+{
+    sb_putn(b, s, strlen(s));
+}
+
+/* A tag value goes into a comma-separated list: a comma or a control byte in
+ * it would split or corrupt the list, so those become '_'. */
+static void sb_put_tagval(aio_sbuf *b, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char o = (c == ',' || c < 0x20 || c == 0x7f) ? '_' : (char)c;
+        sb_putn(b, &o, 1);
+    }
+}
+
+static void sb_tag(aio_sbuf *b, const char *key, const char *val)
+{
+    if (b->len)
+        sb_putn(b, ",", 1);
+    sb_puts(b, key);
+    sb_putn(b, ":", 1);
+    sb_put_tagval(b, val, strlen(val));
+}
+
+static void sb_tag_i64(aio_sbuf *b, const char *key, int64_t v)
+{
+    char num[24];
+    snprintf(num, sizeof num, "%" PRId64, v);
+    sb_tag(b, key, num);
+}
+
+static void sb_tag_u64(aio_sbuf *b, const char *key, uint64_t v)
+{
+    char num[24];
+    snprintf(num, sizeof num, "%" PRIu64, v);
+    sb_tag(b, key, num);
+}
+
+/* ---- URL ------------------------------------------------------------------ */
+
+/* ASCII only: <ctype.h> follows the host's setlocale(), which is not ours. */
+static int a_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static int a_alnum(char c)
+{
+    return a_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static int a_xdigit(char c)
+{
+    return a_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static int host_char(char c)
+{
+    return a_alnum(c) || c == '.' || c == '-' || c == '_';
+}
+
+static int ipv6_char(char c)
+{
+    return a_xdigit(c) || c == ':' || c == '.' || c == '%';
+}
+
+/* Printable, no spaces: anything else in a URL is a typo or an injection. */
+static int url_tail_ok(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s == 0x7f)
+            return 0;
+    return 1;
+}
+
+static int parse_unix(const char *p, aio_target *out)
+{
+    /* "unix:///abs" and "unix:/abs"; "unix://rel" would read as a host. */
+    if (p[0] == '/' && p[1] == '/')
+        p += 2;
+    if (p[0] != '/')
+        return -1;
+    size_t n = strlen(p);
+    /* connect(2) takes the path in sun_path: a longer one can never work. */
+    if (n < 2 || n >= sizeof(((struct sockaddr_un *)0)->sun_path) || n >= sizeof out->socket_path)
+        return -1;
+    if (p[n - 1] == '/' || !url_tail_ok(p))
+        return -1;
+    memcpy(out->socket_path, p, n + 1);
+    snprintf(out->base, sizeof out->base, "http://localhost");
+    out->kind = AIO_URL_UNIX;
+    return 0;
+}
+
+static int parse_http(const char *p, aio_target *out)
+{
+    const char *h = p, *he;
+    if (*p == '[') {
+        p++;
+        while (ipv6_char(*p))
+            p++;
+        if (*p != ']' || p == h + 1)
+            return -1;
+        p++;
+        he = p;
+    } else {
+        while (host_char(*p))
+            p++;
+        he = p;
+        if (he == h)
+            return -1;
+    }
+    size_t hlen = (size_t)(he - h);
+    if (hlen > 253)
+        return -1;
+    unsigned long port = 80; /* URL semantics; DD_TRACE_AGENT_URL users give the port */
+    if (*p == ':') {
+        p++;
+        const char *ds = p;
+        port = 0;
+        while (a_digit(*p) && p - ds < 6)
+            port = port * 10 + (unsigned long)(*p++ - '0');
+        if (p == ds || a_digit(*p) || port == 0 || port > 65535)
+            return -1;
+    }
+    if (*p != '\0' && *p != '/')
+        return -1;
+    if (!url_tail_ok(p))
+        return -1;
+    int n = snprintf(out->base, sizeof out->base, "http://%.*s:%lu", (int)hlen, h, port);
+    if (n < 0 || (size_t)n >= sizeof out->base)
+        return -1;
+    out->kind = AIO_URL_HTTP;
+    return 0;
+}
+
+int aio_url_parse(const char *url, aio_target *out)
+{
+    if (!url || !out)
+        return -1;
+    memset(out, 0, sizeof *out);
+    int rc = -1;
+    if (strncasecmp(url, "unix:", 5) == 0)
+        rc = parse_unix(url + 5, out);
+    else if (strncasecmp(url, "http://", 7) == 0)
+        rc = parse_http(url + 7, out);
+    /* https and everything else: the Agent listens in plain HTTP locally. */
+    if (rc < 0)
+        memset(out, 0, sizeof *out);
+    return rc;
+}
+
+/* ---- event.json ------------------------------------------------------------ */
+
+static void fmt_rfc3339(int64_t ns, char *out, size_t out_len)
+{
+    int64_t sec = ns / 1000000000, frac = ns % 1000000000;
+    if (frac < 0) {
+        frac += 1000000000;
+        sec--;
+    }
+    time_t t = (time_t)sec;
+    struct tm tm;
+    size_t n = 0;
+    if (gmtime_r(&t, &tm))
+        n = strftime(out, out_len, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (n == 0) {
+        snprintf(out, out_len, "1970-01-01T00:00:00.000000000Z");
+        return;
+    }
+    snprintf(out + n, out_len - n, ".%09" PRId64 "Z", frac);
+}
+
+/* Keys tags_profiler already carries from meta: a DD_TAGS duplicate would give
+ * the profile two services (or two hosts...) at the intake. */
+static int reserved_key(const aio_profile_meta *m, const char *tag, size_t n)
+{
+    static const char *const always[] = {"service",     "language", "profiler_version",
+                                         "runtime-id",  "profile_seq", "host",
+                                         "process_id"};
+    const char *colon = memchr(tag, ':', n);
+    size_t klen = colon ? (size_t)(colon - tag) : n;
+    for (size_t i = 0; i < sizeof always / sizeof always[0]; i++)
+        if (strlen(always[i]) == klen && memcmp(always[i], tag, klen) == 0)
+            return 1;
+    if (m->env && *m->env && klen == 3 && memcmp(tag, "env", 3) == 0)
+        return 1;
+    if (m->version && *m->version && klen == 7 && memcmp(tag, "version", 7) == 0)
+        return 1;
+    return 0;
+}
+
+static int dd_tags_sep(char c)
+{
+    return c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static void append_dd_tags(aio_sbuf *b, const aio_profile_meta *m)
+{
+    const char *s = m->tags;
+    if (!s)
+        return;
+    while (*s) {
+        while (*s && dd_tags_sep(*s))
+            s++;
+        const char *t = s;
+        while (*s && !dd_tags_sep(*s))
+            s++;
+        size_t n = (size_t)(s - t);
+        if (n == 0 || t[0] == ':' || reserved_key(m, t, n))
+            continue;
+        sb_putn(b, ",", 1);
+        sb_put_tagval(b, t, n);
+    }
+}
+
+static char *build_tags(const aio_profile_meta *m)
+{
+    aio_sbuf b = {0};
+    sb_tag(&b, "service", m->service && *m->service ? m->service : "unnamed-native-app");
+    if (m->env && *m->env)
+        sb_tag(&b, "env", m->env);
+    if (m->version && *m->version)
+        sb_tag(&b, "version", m->version);
+    sb_tag(&b, "language", "native");
+    sb_tag(&b, "profiler_version", m->profiler_version ? m->profiler_version : "unknown");
+    if (m->runtime_id && *m->runtime_id)
+        sb_tag(&b, "runtime-id", m->runtime_id);
+    sb_tag_u64(&b, "profile_seq", m->seq);
+    if (m->host && *m->host)
+        sb_tag(&b, "host", m->host);
+    sb_tag_i64(&b, "process_id", m->pid);
+    append_dd_tags(&b, m);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+/* json_string() refuses invalid UTF-8 (a service name from argv[0] may be
+ * anything): fall back to replacing the non-ASCII bytes. */
+static json_t *json_str_lossy(const char *s)
+{
+    json_t *j = json_string(s);
+    if (j)
+        return j;
+    char *c = strdup(s);
+    if (!c)
+        return NULL;
+    for (char *p = c; *p; p++)
+        if ((unsigned char)*p >= 0x80)
+            *p = '_';
+    j = json_string(c);
+    free(c);
+    return j;
+}
+
+/* The counts come from our own aggregation, but a value that is not a count
+ * would make the intake drop the whole profile: keep only integers >= 0. */
+static json_t *endpoint_counts(const char *text)
+{
+    json_error_t err;
+    json_t *in = json_loads(text, 0, &err);
+    if (!in || !json_is_object(in)) {
+        log_warn("endpoint counts are not a JSON object (%s); left out of the profile",
+                 in ? "wrong type" : err.text);
+        json_decref(in);
+        return NULL;
+    }
+    const char *k;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(in, tmp, k, v)
+    {
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
+            json_object_del(in, k);
+    }
+    return in;
+}
+
+char *aio_event_json(const aio_profile_meta *meta)
+{
+    if (!meta)
+        return NULL;
+    char *tags = build_tags(meta);
+    if (!tags)
+        return NULL;
+    char start[48], end[48];
+    fmt_rfc3339(meta->start_ns, start, sizeof start);
+    fmt_rfc3339(meta->end_ns, end, sizeof end);
+
+    json_t *root = json_object();
+    json_t *att = json_array();
+    int bad = !root || !att;
+    bad |= json_array_append_new(att, json_string("profile.pprof")) != 0;
+    /* set_new steals the reference even on failure, so no leak on the error path */
+    bad |= json_object_set_new(root, "attachments", att) != 0;
+    bad |= json_object_set_new(root, "tags_profiler", json_str_lossy(tags)) != 0;
+    bad |= json_object_set_new(root, "start", json_string(start)) != 0;
+    bad |= json_object_set_new(root, "end", json_string(end)) != 0;
+    bad |= json_object_set_new(root, "family", json_string("native")) != 0;
+    bad |= json_object_set_new(root, "version", json_string("4")) != 0;
+    if (meta->endpoint_counts_json) {
+        json_t *ec = endpoint_counts(meta->endpoint_counts_json);
+        if (ec)
+            bad |= json_object_set_new(root, "endpoint_counts", ec) != 0;
+    }
+    bad |= json_object_set_new(root, "internal", json_object()) != 0;
+    bad |= json_object_set_new(root, "info", json_object()) != 0;
+    free(tags);
+
+    char *out = bad ? NULL : json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    return out;
+}
+
+/* ---- libcurl ---------------------------------------------------------------- */
+
+static pthread_once_t aio_curl_once = PTHREAD_ONCE_INIT;
+static int aio_curl_rc = -1;
+
+static void curl_init_once(void)
+{
+    aio_curl_rc = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+    if (aio_curl_rc < 0)
+        log_error("libcurl initialisation failed: no uploads to the Agent");
+}
+
+int aio_global_init(void)
+{
+    pthread_once(&aio_curl_once, curl_init_once);
+    return aio_curl_rc;
+}
+
+static size_t discard_body(char *p, size_t size, size_t n, void *ud)
+{
+    (void)p;
+    (void)ud;
+    return size * n;
+}
+
+/* libcurl does not open its sockets close-on-exec: without this a host that
+ * forks and execs mid-upload would hand our connection to its child. */
+static curl_socket_t open_socket_cloexec(void *clientp, curlsocktype purpose,
+                                         struct curl_sockaddr *a)
+{
+    (void)clientp;
+    (void)purpose;
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+static CURL *easy_new(const aio_target *t, const char *path, long timeout_ms, char *errbuf)
+{
+    if (!t || (t->kind != AIO_URL_HTTP && t->kind != AIO_URL_UNIX) || aio_global_init() < 0)
+        return NULL;
+    char url[sizeof t->base + 64];
+    int n = snprintf(url, sizeof url, "%s%s", t->base, path);
+    if (n < 0 || (size_t)n >= sizeof url)
+        return NULL;
+    CURL *c = curl_easy_init();
+    if (!c)
+        return NULL;
+    /* 0 means "no timeout" to libcurl: never let a caller's zero mean forever. */
+    if (timeout_ms <= 0)
+        timeout_ms = 1;
+    errbuf[0] = '\0';
+    int bad = 0;
+    bad |= curl_easy_setopt(c, CURLOPT_URL, url) != CURLE_OK;
+    bad |= curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms) != CURLE_OK;
+    bad |= curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms) != CURLE_OK;
+    bad |= curl_easy_setopt(c, CURLOPT_NOPROXY, "*") != CURLE_OK;
+#if LIBCURL_VERSION_NUM >= 0x075500
+    bad |= curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http") != CURLE_OK;
+#else
+    bad |= curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)CURLPROTO_HTTP) != CURLE_OK;
+#endif
+    bad |= curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
+    bad |= curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard_body) != CURLE_OK;
+    bad |= curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_socket_cloexec) != CURLE_OK;
+    bad |= curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf) != CURLE_OK;
+    bad |= curl_easy_setopt(c, CURLOPT_USERAGENT, "ddshim") != CURLE_OK;
+    if (t->kind == AIO_URL_UNIX)
+        bad |= curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, t->socket_path) != CURLE_OK;
+    if (bad) {
+        curl_easy_cleanup(c);
+        return NULL;
+    }
+    return c;
+}
+
+static const char *target_name(const aio_target *t)
+{
+    return t->kind == AIO_URL_UNIX ? t->socket_path : t->base;
+}
+
+/* Runs the transfer; returns the HTTP status, 0 when nothing came back. */
+static long easy_run(CURL *c, const aio_target *t, const char *what, const char *errbuf)
+{
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    if (rc != CURLE_OK) {
+        log_debug("%s to %s failed: %s", what, target_name(t),
+                  errbuf[0] ? errbuf : curl_easy_strerror(rc));
+        return 0;
+    }
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (status < 200 || status > 299)
+        log_debug("%s to %s: HTTP %ld", what, target_name(t), status);
+    return status;
+}
+
+int aio_agent_probe(const aio_target *t, long timeout_ms)
+{
+    char errbuf[CURL_ERROR_SIZE];
+    CURL *c = easy_new(t, AIO_INFO_PATH, timeout_ms, errbuf);
+    if (!c)
+        return -1;
+    long status = easy_run(c, t, "GET " AIO_INFO_PATH, errbuf);
+    curl_easy_cleanup(c);
+    return status == 200 ? 0 : -1;
+}
+
+/* A CR or LF in a header value would let it forge further headers. */
+static int header_value_ok(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s == 0x7f)
+            return 0;
+    return 1;
+}
+
+static struct curl_slist *add_header(struct curl_slist *l, int *bad, const char *name,
+                                     const char *value)
+{
+    if (*bad)
+        return l;
+    char line[512];
+    int n = snprintf(line, sizeof line, "%s: %s", name, value);
+    if (n < 0 || (size_t)n >= sizeof line || !header_value_ok(value)) {
+        log_debug("header %s left out: value unusable", name);
+        return l;
+    }
+    struct curl_slist *nl = curl_slist_append(l, line);
+    if (!nl)
+        *bad = 1;
+    return nl ? nl : l;
+}
+
+int aio_upload_profile(const aio_target *t, const aio_profile_meta *meta, const uint8_t *pprof_gz,
+                       size_t len, long timeout_ms, long *http_status)
+{
+    if (http_status)
+        *http_status = 0;
+    if (!t || !meta || (!pprof_gz && len))
+        return -1;
+    char errbuf[CURL_ERROR_SIZE];
+    char *event = aio_event_json(meta);
+    if (!event)
+        return -1;
+    CURL *c = easy_new(t, AIO_PROFILE_PATH, timeout_ms, errbuf);
+    curl_mime *mime = NULL;
+    struct curl_slist *hdrs = NULL;
+    int bad = !c;
+    if (!bad) {
+        mime = curl_mime_init(c);
+        curl_mimepart *ev = mime ? curl_mime_addpart(mime) : NULL;
+        curl_mimepart *pp = mime ? curl_mime_addpart(mime) : NULL;
+        bad = !ev || !pp;
+        if (!bad) {
+            bad |= curl_mime_name(ev, "event") != CURLE_OK;
+            bad |= curl_mime_filename(ev, "event.json") != CURLE_OK;
+            bad |= curl_mime_type(ev, "application/json") != CURLE_OK;
+            bad |= curl_mime_data(ev, event, CURL_ZERO_TERMINATED) != CURLE_OK;
+            bad |= curl_mime_name(pp, "profile.pprof") != CURLE_OK;
+            bad |= curl_mime_filename(pp, "profile.pprof") != CURLE_OK;
+            bad |= curl_mime_type(pp, "application/octet-stream") != CURLE_OK;
+            bad |= curl_mime_data(pp, len ? (const char *)pprof_gz : "", len) != CURLE_OK;
+        }
+    }
+    hdrs = add_header(hdrs, &bad, "DD-EVP-ORIGIN", "ddshim");
+    hdrs = add_header(hdrs, &bad, "DD-EVP-ORIGIN-VERSION",
+                      meta->profiler_version ? meta->profiler_version : "unknown");
+    if (meta->container_id && meta->container_id[0])
+        hdrs = add_header(hdrs, &bad, "Datadog-Container-ID", meta->container_id);
+    /* curl waits up to a second for "100 Continue" on big bodies; the Agent
+     * never needs the handshake, and the wait eats into our timeout. */
+    if (!bad) {
+        struct curl_slist *nl = curl_slist_append(hdrs, "Expect:");
+        bad = !nl;
+        hdrs = nl ? nl : hdrs;
+    }
+    if (!bad) {
+        bad |= curl_easy_setopt(c, CURLOPT_MIMEPOST, mime) != CURLE_OK;
+        bad |= curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK;
+    }
+    long status = 0;
+    if (!bad)
+        status = easy_run(c, t, "profile upload", errbuf);
+    else
+        log_debug("profile upload not attempted: out of memory or libcurl refused an option");
+    if (c)
+        curl_easy_cleanup(c);
+    curl_mime_free(mime); /* after the handle: it may still reference it */
+    curl_slist_free_all(hdrs);
+    free(event);
+    if (http_status)
+        *http_status = status;
+    return status >= 200 && status <= 299 ? 0 : -1;
+}
+
+/* ---- local output directory -------------------------------------------------- */
+
+/* mkdir -p; the directories we create are 0700 because profiles reveal code
+ * and hostnames. Existing components are left as they are. */
+static int mkdir_p(const char *dir)
+{
+    char buf[PATH_MAX];
+    size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof buf)
+        return -1;
+    memcpy(buf, dir, n + 1);
+    for (size_t i = 1; i < n; i++) {
+        if (buf[i] != '/' || buf[i - 1] == '/')
+            continue;
+        buf[i] = '\0';
+        if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+            return -1;
+        buf[i] = '/';
+    }
+    if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+/* The service name comes from DD_SERVICE or argv[0]: keep it to a safe file
+ * name alphabet, never hidden, never "." or "..". */
+static void sanitize_service(const char *s, char *out, size_t out_len)
+{
+    size_t o = 0;
+    if (!s || !*s)
+        s = "unnamed-native-app";
+    for (; *s && o + 1 < out_len; s++) {
+        char c = *s;
+        int okc = a_alnum(c) || c == '.' || c == '_' || c == '-';
+        out[o++] = okc ? c : '_';
+    }
+    out[o] = '\0';
+    if (out[0] == '.')
+        out[0] = '_';
+}
+
+static int write_all_fd(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Write through a private temporary name and rename, so a reader never sees a
+ * half-written file and nobody can aim us at another file: O_EXCL|O_NOFOLLOW
+ * on the temporary, and anything but a regular file at the final name is
+ * refused rather than replaced. */
+static int write_file_atomic(int dfd, const char *dir, const char *name, const void *data,
+                             size_t len)
+{
+    static unsigned aio_tmp_counter;
+    struct stat st;
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode)) {
+        log_warn("%s/%s exists and is not a regular file: profile not written", dir, name);
+        return -1;
+    }
+    char tmp[NAME_MAX + 1];
+    int fd = -1;
+    for (int tries = 0; tries < 16 && fd < 0; tries++) {
+        int n = snprintf(tmp, sizeof tmp, ".tmp.%ld.%u.%.200s", (long)getpid(), aio_tmp_counter++,
+                         name);
+        if (n < 0 || (size_t)n >= sizeof tmp)
+            return -1;
+        fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
+    if (fd < 0) {
+        log_warn("cannot create a file in %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    int rc = write_all_fd(fd, data, len);
+    int err = errno;
+    if (close(fd) < 0 && rc == 0) {
+        rc = -1;
+        err = errno;
+    }
+    if (rc == 0 && renameat(dfd, tmp, dfd, name) < 0) {
+        rc = -1;
+        err = errno;
+    }
+    if (rc < 0) {
+        unlinkat(dfd, tmp, 0);
+        log_warn("cannot write %s/%s: %s", dir, name, strerror(err));
+    }
+    return rc;
+}
+
+int aio_write_profile_file(const char *dir, const aio_profile_meta *meta, const uint8_t *pprof_gz,
+                           size_t len, char *path_out, size_t path_out_len)
+{
+    if (path_out && path_out_len)
+        path_out[0] = '\0';
+    if (!dir || !*dir || !meta || (!pprof_gz && len))
+        return -1;
+    if (mkdir_p(dir) < 0) {
+        log_warn("cannot create output directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    /* Everything below goes through this fd, so the directory we checked is
+     * the directory we write into, whatever happens to the path meanwhile. */
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        log_warn("cannot open output directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(dfd, &st) < 0 || ((st.st_mode & S_IWOTH) && st.st_uid != geteuid())) {
+        log_warn("output directory %s is world-writable and not ours: refusing to write "
+                 "profiles there (use a private directory)",
+                 dir);
+        close(dfd);
+        return -1;
+    }
+
+    char svc[101];
+    sanitize_service(meta->service, svc, sizeof svc);
+    char pprof_name[NAME_MAX + 1], json_name[NAME_MAX + 1];
+    int n1 = snprintf(pprof_name, sizeof pprof_name, "%s.%" PRId64 ".%" PRIu64 ".pprof.gz", svc,
+                      meta->pid, meta->seq);
+    int n2 = snprintf(json_name, sizeof json_name, "%s.%" PRId64 ".%" PRIu64 ".event.json", svc,
+                      meta->pid, meta->seq);
+    int rc = -1;
+    char *event = NULL;
+    if (n1 < 0 || n2 < 0 || (size_t)n1 >= sizeof pprof_name || (size_t)n2 >= sizeof json_name)
+        goto out;
+    if (path_out && path_out_len) {
+        size_t dl = strlen(dir);
+        while (dl > 1 && dir[dl - 1] == '/')
+            dl--;
+        int n = snprintf(path_out, path_out_len, "%.*s/%s", (int)dl, dir, pprof_name);
+        if (n < 0 || (size_t)n >= path_out_len) {
+            path_out[0] = '\0';
+            goto out;
+        }
+    }
+    event = aio_event_json(meta);
+    if (!event)
+        goto out;
+    /* The pprof first: whoever treats event.json as the "complete" marker
+     * then always finds its profile beside it. */
+    if (write_file_atomic(dfd, dir, pprof_name, len ? (const void *)pprof_gz : "", len) < 0 ||
+        write_file_atomic(dfd, dir, json_name, event, strlen(event)) < 0)
+        goto out;
+    rc = 0;
+out:
+    if (rc < 0 && path_out && path_out_len)
+        path_out[0] = '\0';
+    free(event);
+    close(dfd);
+    return rc;
+}
+
+/* ---- container id ------------------------------------------------------------ */
+
+static int is_lhex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+static int all_lhex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!is_lhex(s[i]))
+            return 0;
+    return 1;
+}
+
+/* uuid with '-' or '_' separators (systemd escapes '-' in slice names). */
+static int is_uuid(const char *s)
+{
+    static const int seg[] = {8, 4, 4, 4, 12};
+    for (int i = 0; i < 5; i++) {
+        if (!all_lhex(s, (size_t)seg[i]))
+            return 0;
+        s += seg[i];
+        if (i < 4 && *s != '-' && *s != '_')
+            return 0;
+        s++;
+    }
+    return 1;
+}
+
+static int copy_id(const char *s, size_t n, char *out, size_t out_len)
+{
+    if (n + 1 > out_len)
+        return 0;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return 1;
+}
+
+/* The same three shapes Datadog's tracers look for at the end of a cgroup
+ * path (an optional ".scope" after it): a 64-hex container id (docker,
+ * containerd, cri-o; "docker-<id>.scope" under systemd), a uuid (some
+ * runtimes, ECS), or an ECS Fargate task id "<32 hex>-<digits>". */
+static int id_from_cgroup_path(const char *path, size_t n, char *out, size_t out_len)
+{
+    const char *slash = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (path[i] == '/')
+            slash = path + i;
+    const char *c = slash ? slash + 1 : path;
+    size_t cl = (size_t)(path + n - c);
+    if (cl >= 6 && memcmp(c + cl - 6, ".scope", 6) == 0)
+        cl -= 6;
+    if (cl >= 36 && is_uuid(c + cl - 36) && (cl == 36 || !is_lhex(c[cl - 37])))
+        return copy_id(c + cl - 36, 36, out, out_len);
+    if (cl >= 64 && all_lhex(c + cl - 64, 64))
+        return copy_id(c + cl - 64, 64, out, out_len);
+    size_t d = cl;
+    while (d > 0 && a_digit(c[d - 1]))
+        d--;
+    if (d < cl && d >= 33 && c[d - 1] == '-' && all_lhex(c + d - 33, 32))
+        return copy_id(c + d - 33, cl - (d - 33), out, out_len);
+    return 0;
+}
+
+/* Parses /proc/self/cgroup text (v1 "N:ctrl:/path" lines or v2 "0::/path").
+ * Not in transport.h on purpose: exposed for the unit test only. */
+int aio_container_id_from_cgroup(const char *text, char *out, size_t out_len)
+{
+    if (!out || !out_len)
+        return 0;
+    out[0] = '\0';
+    for (const char *l = text; l && *l;) {
+        const char *e = strchr(l, '\n');
+        size_t n = e ? (size_t)(e - l) : strlen(l);
+        const char *c1 = memchr(l, ':', n);
+        const char *c2 = c1 ? memchr(c1 + 1, ':', n - (size_t)(c1 + 1 - l)) : NULL;
+        if (c2) {
+            const char *p = c2 + 1;
+            size_t pn = n - (size_t)(p - l);
+            if (id_from_cgroup_path(p, pn, out, out_len))
+                return 1;
+        }
+        l = e ? e + 1 : NULL;
+    }
+    out[0] = '\0';
+    return 0;
+}
+
+/* cgroup v2 with a private cgroup namespace shows "0::/": the id then only
+ * appears in the bind mounts the runtime makes for /etc/hostname and friends
+ * (".../containers/<64 hex>/hostname"). "sandboxes/<id>" is the pod sandbox,
+ * not us. Exposed for the unit test only. */
+int aio_container_id_from_mountinfo(const char *text, char *out, size_t out_len)
+{
+    if (!out || !out_len)
+        return 0;
+    out[0] = '\0';
+    for (const char *l = text; l && *l;) {
+        const char *e = strchr(l, '\n');
+        size_t n = e ? (size_t)(e - l) : strlen(l);
+        for (size_t i = 0; i + 66 <= n; i++) {
+            const char *p = l + i;
+            if (p[0] != '/' || p[65] != '/' || !all_lhex(p + 1, 64))
+                continue;
+            if (i > 0 && is_lhex(p[-1]))
+                continue;
+            /* the component before the id, and something "hostname" after it */
+            const char *q = p;
+            while (q > l && q[-1] != '/')
+                q--;
+            if ((size_t)(p - q) == 9 && memcmp(q, "sandboxes", 9) == 0)
+                continue;
+            const char *rest = p + 66;
+            size_t rl = n - (size_t)(rest - l);
+            int host_after = 0;
+            for (size_t k = 0; k + 8 <= rl && rest[k] != ' '; k++)
+                if (memcmp(rest + k, "hostname", 8) == 0)
+                    host_after = 1;
+            if (host_after)
+                return copy_id(p + 1, 64, out, out_len);
+        }
+        l = e ? e + 1 : NULL;
+    }
+    out[0] = '\0';
+    return 0;
+}
+
+static char *slurp_proc(const char *path)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return NULL;
+    aio_sbuf b = {0};
+    char chunk[4096];
+    size_t n;
+    /* /proc files can be long (mountinfo); cap what we read to stay bounded */
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && b.len < (1u << 20))
+        sb_putn(&b, chunk, n);
+    fclose(f);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+void aio_container_id(char *out, size_t out_len)
+{
+    if (!out || !out_len)
+        return;
+    out[0] = '\0';
+    char *t = slurp_proc("/proc/self/cgroup");
+    int found = t && aio_container_id_from_cgroup(t, out, out_len);
+    free(t);
+    if (found)
+        return;
+    t = slurp_proc("/proc/self/mountinfo");
+    if (t)
+        aio_container_id_from_mountinfo(t, out, out_len);
+    free(t);
+}

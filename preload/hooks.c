@@ -1,0 +1,408 @@
+/* preload/hooks.c — every libc name the shim interposes, and nothing else
+ * exported (preload/exports.map lists them; a test checks `nm -D`).
+ *
+ * One shape for every hook: resolve the real function lazily (a hook can run
+ * before the constructor, e.g. from another preloaded library), pass straight
+ * through when the shim is off, and leave the return value and errno exactly
+ * as the real call left them. Called on host threads; dl_iterate_phdr can also
+ * be called from signal context (libunwind inside the sampling handler) and is
+ * async-signal-safe here.
+ *
+ *  threads  pthread_create (arms the new thread's CPU timer), pthread_exit
+ *  exec     execve, execv, execvp, execvpe, execl, execlp, execle, fexecve,
+ *           execveat: flush, disarm, drop our pending signal, then exec
+ *  loader   dlopen, dlclose, dl_iterate_phdr: mark "inside the loader" so the
+ *           handler does not unwind through half-updated loader lists
+ *  signals  sigaction, signal: the host sees its own view of the sampling
+ *           signal; when it installs a real handler, sampling moves away */
+#include "preload/hooks.h"
+
+#include "preload/sampler.h"
+#include "preload/shim.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <link.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+static int (*real_pthread_create)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+static void (*real_pthread_exit)(void *);
+static int (*real_execve)(const char *, char *const[], char *const[]);
+static int (*real_execv)(const char *, char *const[]);
+static int (*real_execvp)(const char *, char *const[]);
+static int (*real_execvpe)(const char *, char *const[], char *const[]);
+static int (*real_fexecve)(int, char *const[], char *const[]);
+static int (*real_execveat)(int, const char *, char *const[], char *const[], int);
+static void *(*real_dlopen)(const char *, int);
+static int (*real_dlclose)(void *);
+static int (*real_dl_iterate_phdr)(int (*)(struct dl_phdr_info *, size_t, void *), void *);
+static int (*real_sigaction)(int, const struct sigaction *, struct sigaction *);
+static sighandler_t (*real_signal)(int, sighandler_t);
+
+#define RESOLVE(name)                                                                              \
+    do {                                                                                           \
+        if (!real_##name)                                                                          \
+            real_##name = (__typeof__(real_##name))dlsym(RTLD_NEXT, #name);                        \
+    } while (0)
+
+void hooks_resolve(void)
+{
+    RESOLVE(pthread_create);
+    RESOLVE(pthread_exit);
+    RESOLVE(execve);
+    RESOLVE(execv);
+    RESOLVE(execvp);
+    RESOLVE(execvpe);
+    RESOLVE(fexecve);
+    RESOLVE(execveat);
+    RESOLVE(dlopen);
+    RESOLVE(dlclose);
+    RESOLVE(dl_iterate_phdr);
+    RESOLVE(sigaction);
+    RESOLVE(signal);
+}
+
+/* ---- signals ------------------------------------------------------------ */
+
+/* What the host believes the sampling signal's disposition is. */
+static struct sigaction host_view;
+static int host_view_sig;
+
+void hooks_set_sampling_signal_view(int sig, const struct sigaction *v)
+{
+    host_view = *v;
+    host_view_sig = sig;
+}
+
+int hooks_real_sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+    if (!real_sigaction)
+        return (int)syscall(SYS_rt_sigaction, sig, act, old, 8); /* not reached after init */
+    return real_sigaction(sig, act, old);
+}
+
+int hooks_real_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg)
+{
+    RESOLVE(pthread_create);
+    if (!real_pthread_create)
+        return EAGAIN;
+    return real_pthread_create(t, a, fn, arg);
+}
+
+static int is_plain(const struct sigaction *a)
+{
+    return !(a->sa_flags & SA_SIGINFO) && (a->sa_handler == SIG_DFL || a->sa_handler == SIG_IGN);
+}
+
+EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+    RESOLVE(sigaction);
+    if (!real_sigaction) {
+        errno = ENOSYS;
+        return -1;
+    }
+    int ours = sampler_signo;
+    if (!ours || sig != ours || sig != host_view_sig)
+        return real_sigaction(sig, act, old);
+    struct sigaction prev = host_view;
+    if (act) {
+        if (is_plain(act)) {
+            host_view = *act;
+            sampler_host_ignores = act->sa_handler == SIG_IGN;
+        } else {
+            /* The host wants this signal: it gets it, sampling moves. */
+            sampler_yield_signal();
+            host_view_sig = 0;
+            int rc = real_sigaction(sig, act, NULL);
+            if (rc != 0)
+                return rc;
+        }
+    }
+    if (old)
+        *old = prev;
+    return 0;
+}
+
+EXPORT sighandler_t signal(int sig, sighandler_t handler)
+{
+    RESOLVE(signal);
+    int ours = sampler_signo;
+    if (!ours || sig != ours || sig != host_view_sig) {
+        if (!real_signal) {
+            errno = ENOSYS;
+            return SIG_ERR;
+        }
+        return real_signal(sig, handler);
+    }
+    /* signal() has BSD semantics in glibc: SA_RESTART, handler stays. */
+    struct sigaction act, old;
+    memset(&act, 0, sizeof act);
+    act.sa_handler = handler;
+    act.sa_flags = SA_RESTART;
+    sigemptyset(&act.sa_mask);
+    sigaddset(&act.sa_mask, sig);
+    if (sigaction(sig, &act, &old) != 0)
+        return SIG_ERR;
+    return old.sa_handler;
+}
+
+/* ---- threads ------------------------------------------------------------ */
+
+struct tramp {
+    void *(*fn)(void *);
+    void *arg;
+};
+
+static pthread_key_t exit_key;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+
+/* Runs at thread exit however it happens (return, pthread_exit, cancel). */
+static void thread_exit_destructor(void *p)
+{
+    (void)p;
+    sampler_thread_end();
+}
+
+static void make_exit_key(void)
+{
+    pthread_key_create(&exit_key, thread_exit_destructor);
+}
+
+static void *tramp_start(void *p)
+{
+    struct tramp t = *(struct tramp *)p;
+    free(p);
+    if (shim_profiling_on) {
+        pthread_setspecific(exit_key, (void *)1);
+        sampler_thread_begin();
+    }
+    void *r = t.fn(t.arg);
+    sampler_thread_end();
+    return r;
+}
+
+EXPORT int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+    RESOLVE(pthread_create);
+    if (!real_pthread_create)
+        return EAGAIN;
+    if (!shim_profiling_on || sampler_tls.shim_thread)
+        return real_pthread_create(th, attr, fn, arg);
+    pthread_once(&exit_key_once, make_exit_key);
+    struct tramp *t = malloc(sizeof *t);
+    if (!t)
+        return real_pthread_create(th, attr, fn, arg);
+    t->fn = fn;
+    t->arg = arg;
+    int saved = errno;
+    int rc = real_pthread_create(th, attr, tramp_start, t);
+    if (rc != 0)
+        free(t);
+    errno = saved;
+    return rc;
+}
+
+EXPORT void pthread_exit(void *ret)
+{
+    RESOLVE(pthread_exit);
+    if (shim_profiling_on)
+        sampler_thread_end();
+    real_pthread_exit(ret);
+    __builtin_unreachable();
+}
+
+/* ---- exec --------------------------------------------------------------- */
+
+struct exec_guard {
+    int armed; /* this thread had a timer we removed */
+};
+
+static pid_t raw_tid(void)
+{
+    return (pid_t)syscall(SYS_gettid);
+}
+
+/* Before the image is replaced: deliver what is pending, remove this thread's
+ * timer and any tick of ours already pending, so the new image (which has no
+ * handler for it yet, or no shim at all) is never killed by it. */
+static void exec_begin(struct exec_guard *g)
+{
+    g->armed = 0;
+    int signo = sampler_signo;
+    if (!shim_profiling_on || !signo || sampler_tls.tid != raw_tid())
+        return; /* off, or a vfork child running on its parent's TLS */
+    shim_before_exec();
+    g->armed = sampler_tls.timer_id >= 0;
+    sampler_thread_end();
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, signo);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&set, NULL, &zero) == signo)
+        ;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+static void exec_failed(struct exec_guard *g)
+{
+    if (g->armed)
+        sampler_thread_begin();
+}
+
+#define EXEC_WRAP(call)                                                                            \
+    do {                                                                                           \
+        struct exec_guard g;                                                                       \
+        exec_begin(&g);                                                                            \
+        int rc = (call);                                                                           \
+        int e = errno;                                                                             \
+        exec_failed(&g);                                                                           \
+        errno = e;                                                                                 \
+        return rc;                                                                                 \
+    } while (0)
+
+EXPORT int execve(const char *path, char *const argv[], char *const envp[])
+{
+    RESOLVE(execve);
+    if (!real_execve) {
+        errno = ENOSYS;
+        return -1;
+    }
+    EXEC_WRAP(real_execve(path, argv, envp));
+}
+
+EXPORT int execv(const char *path, char *const argv[])
+{
+    RESOLVE(execv);
+    if (!real_execv) {
+        errno = ENOSYS;
+        return -1;
+    }
+    EXEC_WRAP(real_execv(path, argv));
+}
+
+EXPORT int execvp(const char *file, char *const argv[])
+{
+    RESOLVE(execvp);
+    if (!real_execvp) {
+        errno = ENOSYS;
+        return -1;
+    }
+    EXEC_WRAP(real_execvp(file, argv));
+}
+
+EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+    RESOLVE(execvpe);
+    if (!real_execvpe) {
+        errno = ENOSYS;
+        return -1;
+    }
+    EXEC_WRAP(real_execvpe(file, argv, envp));
+}
+
+EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
+{
+    RESOLVE(fexecve);
+    if (!real_fexecve) {
+        errno = ENOSYS;
+        return -1;
+    }
+    EXEC_WRAP(real_fexecve(fd, argv, envp));
+}
+
+EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *const envp[], int flags)
+{
+    RESOLVE(execveat);
+    if (!real_execveat) {
+        errno = ENOSYS;
+        return -1;
+    }
+    EXEC_WRAP(real_execveat(dirfd, path, argv, envp, flags));
+}
+
+/* execl, execlp, execle: collect the variadic list, then the array forms. */
+#define COLLECT_ARGS(arg0, ap, argv, envp_out)                                                     \
+    size_t n_ = 1;                                                                                 \
+    va_list c_;                                                                                    \
+    va_copy(c_, ap);                                                                               \
+    while (va_arg(c_, char *) != NULL)                                                             \
+        n_++;                                                                                      \
+    va_end(c_);                                                                                    \
+    char *argv[n_ + 1];                                                                            \
+    argv[0] = (char *)(arg0);                                                                      \
+    for (size_t i_ = 1; i_ <= n_; i_++)                                                            \
+        argv[i_] = va_arg(ap, char *);                                                             \
+    (void)(envp_out)
+
+EXPORT int execl(const char *path, const char *arg, ...)
+{
+    va_list ap;
+    va_start(ap, arg);
+    COLLECT_ARGS(arg, ap, argv, 0);
+    va_end(ap);
+    return execv(path, argv);
+}
+
+EXPORT int execlp(const char *file, const char *arg, ...)
+{
+    va_list ap;
+    va_start(ap, arg);
+    COLLECT_ARGS(arg, ap, argv, 0);
+    va_end(ap);
+    return execvp(file, argv);
+}
+
+EXPORT int execle(const char *path, const char *arg, ...)
+{
+    va_list ap;
+    va_start(ap, arg);
+    COLLECT_ARGS(arg, ap, argv, 0);
+    char *const *envp = va_arg(ap, char *const *);
+    va_end(ap);
+    return execve(path, argv, envp);
+}
+
+/* ---- loader ------------------------------------------------------------- */
+
+EXPORT void *dlopen(const char *file, int mode)
+{
+    RESOLVE(dlopen);
+    if (!real_dlopen)
+        return NULL;
+    sampler_tls.in_loader++;
+    void *h = real_dlopen(file, mode);
+    sampler_tls.in_loader--;
+    return h;
+}
+
+EXPORT int dlclose(void *h)
+{
+    RESOLVE(dlclose);
+    if (!real_dlclose)
+        return -1;
+    sampler_tls.in_loader++;
+    int rc = real_dlclose(h);
+    sampler_tls.in_loader--;
+    return rc;
+}
+
+/* Async-signal-safe once resolved (the constructor resolves it). */
+EXPORT int dl_iterate_phdr(int (*cb)(struct dl_phdr_info *, size_t, void *), void *data)
+{
+    RESOLVE(dl_iterate_phdr);
+    if (!real_dl_iterate_phdr)
+        return 0;
+    sampler_tls.in_loader++;
+    int rc = real_dl_iterate_phdr(cb, data);
+    sampler_tls.in_loader--;
+    return rc;
+}

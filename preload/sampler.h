@@ -1,0 +1,67 @@
+/* preload/sampler.h — CPU sampling: the per-thread CPU-time timers, the
+ * sampling signal and its handler. The handler (preload/sighandler.c) is the
+ * only code of the shim that runs in signal context. */
+#ifndef DDSHIM_SAMPLER_H
+#define DDSHIM_SAMPLER_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "common/record.h"
+
+#define TLS_IE __attribute__((tls_model("initial-exec")))
+
+/* Per-thread state. Initial-exec TLS only: dynamic TLS may allocate, which a
+ * signal handler must never do. */
+struct sampler_thread {
+    int tid;          /* kernel tid this state belongs to (0: not armed) */
+    int timer_id;     /* kernel posix timer id, -1 when none */
+    int in_loader;    /* > 0 inside dlopen/dlclose/dl_iterate_phdr/fork: skip samples */
+    int in_handler;   /* re-entrancy guard */
+    int shim_thread;  /* one of the shim's own threads: never armed, hooks pass through */
+    uint64_t span_id, root_span_id; /* set by the HTTP hooks (later) */
+    struct sample_rec rec;          /* the record being built (kept off the stack) */
+    void *frames[REC_MAX_FRAMES + 16];
+};
+extern __thread struct sampler_thread sampler_tls TLS_IE;
+
+/* Counters, updated with atomic adds, read by the collector. */
+struct sampler_counters {
+    uint64_t samples;        /* records written */
+    uint64_t lost_loader;    /* periods skipped: thread inside the loader */
+    uint64_t lost_busy;      /* periods skipped: re-entrant or not ready */
+    uint64_t lost_write;     /* periods lost: socket full */
+    uint64_t lost_unwind;    /* stacks that could not be unwound (leaf only kept) */
+    uint64_t timers_failed;  /* threads that could not get a timer */
+};
+extern struct sampler_counters sampler_counters;
+
+/* Signal-context entry point (sighandler.c). */
+void sampler_on_signal(int sig, siginfo_t *si, void *uc);
+
+/* Shared between sampler.c (sets) and sighandler.c (reads). */
+extern volatile int sampler_signo;      /* 0 when CPU sampling is off */
+extern volatile int sampler_fd;         /* write end of the socketpair, -1 when none */
+extern volatile int sampler_active;     /* records are accepted */
+extern int sampler_cookie;              /* &sampler_cookie tags our timers' signals */
+extern int (*sampler_unw_backtrace)(void **, int);
+/* How the host sees our signal's disposition (SIG_DFL or SIG_IGN): what a
+ * foreign (non-timer) instance of the signal must do. */
+extern volatile int sampler_host_ignores;
+
+/* Set up at start (constructor): load libunwind privately, install the
+ * handler on a free signal, remember period. Returns 0 or -1 (sampling off). */
+int sampler_init(int hz, int fd);
+/* Arm the calling thread (new thread start, main thread, fork child). */
+void sampler_thread_begin(void);
+/* Disarm the calling thread (before it exits / execs). */
+void sampler_thread_end(void);
+/* In a fork child: forget the parent's timers and threads, re-arm this thread. */
+void sampler_after_fork_child(int fd);
+/* The host wants our signal for itself: move sampling to another signal. */
+int sampler_yield_signal(void);
+/* Stop everything (process exit). */
+void sampler_shutdown(void);
+int64_t sampler_period_ns(void);
+
+#endif

@@ -1,0 +1,75 @@
+"""CPU profiles end to end, read back with `go tool pprof` (not our code):
+- attribution: split.c's two threads (60/40, unequal loads) at 1999 Hz, each
+  function's share within 1.5 points of the truth the program measured itself;
+- total: the profile's cpu-time within 5 % of the process's rusage CPU;
+- a 2-second program loses nothing: its final profile arrives at exit
+  (return from main, exit(), default-disposition SIGTERM);
+- file naming and one stderr line saying where the data went."""
+import os
+import re
+import signal
+
+from ddtest import PROGS, Tap, have_go, pprof_raw, pprof_top, profiles_in, run, shim_env, tmpdir
+import json
+
+t = Tap()
+if not have_go():
+    t.skip("CPU profile tests", "go (golang-go) not installed")
+    t.done()
+
+# ---- attribution and total (about 5 s of CPU at 1999 Hz: ~10,000 samples) ----
+out = tmpdir()
+p = run([os.path.join(PROGS, "split"), "3000", "2000"],
+        shim_env(out, extra={"DD_SHIM_SAMPLE_HZ": "1999"}))
+t.ok(p.returncode == 0, "split runs under the shim (exit 0)", p.err)
+truth = json.loads(p.out.strip().splitlines()[-1])
+files = profiles_in(out)
+t.ok(len(files) >= 1, "a profile file is written to DD_SHIM_OUTPUT_DIR", os.listdir(out))
+funcs, total, text = pprof_top(files)
+samples, _, _ = pprof_top(files, sample_index="cpu-samples")
+nsamples = sum(v[0] for v in samples.values())
+t.ok(nsamples >= 9000, "at least ~10,000 samples taken (%d)" % nsamples)
+a_true = truth["alpha_ns"] / (truth["alpha_ns"] + truth["beta_ns"]) * 100
+a = funcs.get("alpha_work", (0, 0))[1]
+b = funcs.get("beta_work", (0, 0))[1]
+prof_total = total or 0
+a_share = a / prof_total * 100 if prof_total else 0
+b_share = b / prof_total * 100 if prof_total else 0
+print("# truth alpha %.2f%% beta %.2f%%; profile alpha %.2f%% beta %.2f%% (%d samples)" %
+      (a_true, 100 - a_true, a_share, b_share, nsamples))
+t.ok(abs(a_share - a_true) <= 1.5, "alpha_work share within 1.5 points of truth (%.2f vs %.2f)" % (a_share, a_true), text)
+t.ok(abs(b_share - (100 - a_true)) <= 1.5,
+     "beta_work share within 1.5 points of truth (%.2f vs %.2f)" % (b_share, 100 - a_true), text)
+ru = truth["rusage_cpu_ns"] / 1e9
+err = abs(prof_total - ru) / ru * 100
+print("# profile cpu-time %.3f s, rusage %.3f s: %.2f %% off" % (prof_total, ru, err))
+t.ok(err <= 5.0, "total cpu-time within 5%% of rusage CPU (%.2f%% off)" % err)
+
+raw = pprof_raw(files)
+t.ok(re.search(r"thread id:\[\d+\]", raw) is not None, "samples carry a numeric 'thread id' label", raw[:2000])
+t.ok("thread name:[split]" in raw, "samples carry the 'thread name' label", raw[:2000])
+t.ok(re.search(r"process_id:\[%s\]" % "\\d+", raw) is not None, "samples carry 'process_id'")
+t.ok(re.search(r"Period: 500250\b", raw) is not None, "period is 1e9/Hz ns (500250 at 1999 Hz)",
+     raw[:600])
+t.ok(all(re.match(r"split\.\d+\.\d+\.pprof\.gz$", os.path.basename(f)) for f in files),
+     "files are named <service>.<pid>.<seq>.pprof.gz", files)
+
+# ---- a 2-second program loses nothing, whichever way it exits ----
+for how, want_rc in (("return", 0), ("exit", 3), ("sigterm", -signal.SIGTERM)):
+    out = tmpdir()
+    p = run([os.path.join(PROGS, "busy"), "2000", how], shim_env(out))
+    t.ok(p.returncode == want_rc, "busy (%s) keeps its exit status %d" % (how, want_rc), p.err)
+    files = profiles_in(out)
+    ok = len(files) == 1
+    total = 0
+    if ok:
+        funcs, total, _ = pprof_top(files)
+        total = total or 0
+    t.ok(ok and 1.8 <= total <= 2.2,
+         "busy (%s): the final profile arrives at exit with ~2 s of CPU (%.2f s)" % (how, total),
+         (files, p.err))
+    if how == "return":
+        lines = [l for l in p.err.splitlines() if l.startswith("ddshim:")]
+        t.ok(len(lines) == 1 and out in lines[0], "one stderr line says where profiles go", p.err)
+        t.ok("busy: done" in p.out, "host stdout untouched")
+t.done()
