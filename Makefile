@@ -39,7 +39,7 @@ SYM_O     := $(call mod_objs,symbolize)
 # libddshim.so: what runs inside the host (hooks, sampler, collector); libc only.
 SHIM_OBJS := $(COMMON_O) $(PRELOAD_O) $(B)/obj/agent_io/collector.o $(B)/obj/agent_io/stacks.o
 # libddshim-agent.so: dlopen'd RTLD_LOCAL by the uploader thread on first use.
-AGENT_OBJS := $(COMMON_O) $(B)/obj/agent_io/agent.o $(B)/obj/agent_io/transport.o \
+AGENT_OBJS := $(COMMON_O) $(B)/obj/agent_io/agent.o $(B)/obj/agent_io/transport.o $(B)/obj/agent_io/stacks.o \
               $(PPROF_O) $(SYM_O)
 LIB_OBJS  := $(SHIM_OBJS) $(AGENT_OBJS)
 

@@ -43,6 +43,8 @@ static struct {
     uint64_t flush_req, flush_done; /* flush generations */
     long flush_timeout_ms;
     int started;
+    int term_flush_pending; /* a terminating-signal handler waits for the flush */
+    int term_pipe[2];
     int64_t period_start_ns;
     uint64_t seq;
     uint64_t lost_seen; /* sampler loss counters already reported */
@@ -107,6 +109,10 @@ static int init_state(void)
         C.hostname[0] = '\0';
     C.hostname[sizeof C.hostname - 1] = '\0';
     C.period_start_ns = now_ns(CLOCK_REALTIME);
+    C.term_flush_pending = 0;
+    if (pipe2(C.term_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+        C.term_pipe[0] = C.term_pipe[1] = -1;
+    sampler_term_done_fd = C.term_pipe[0];
     if (make_socketpair() != 0)
         return -1;
     return 0;
@@ -151,6 +157,13 @@ static void drain_locked(void)
             if (errno == EINTR)
                 continue;
             return;
+        }
+        if ((size_t)n == REC_HEADER_SIZE && rec.magic == REC_MAGIC_FLUSH) {
+            C.term_flush_pending = 1;
+            C.flush_timeout_ms = 850;
+            C.flush_req++;
+            pthread_cond_broadcast(&C.wake);
+            continue;
         }
         if ((size_t)n < REC_HEADER_SIZE || rec.magic != REC_MAGIC || rec.nframes > REC_MAX_FRAMES ||
             (size_t)n != REC_SIZE(rec.nframes))
@@ -283,7 +296,13 @@ static void *uploader_thread(void *arg)
             pthread_mutex_lock(&C.lock);
             C.flush_done = req;
             pthread_cond_broadcast(&C.done);
+            int term = C.term_flush_pending;
+            C.term_flush_pending = 0;
             pthread_mutex_unlock(&C.lock);
+            if (term && C.term_pipe[1] >= 0) {
+                ssize_t w = write(C.term_pipe[1], "x", 1);
+                (void)w;
+            }
             continue;
         }
         /* A periodic upload may take the whole period when the Agent hangs. */

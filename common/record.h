@@ -8,6 +8,9 @@
 #include <stdint.h>
 
 #define REC_MAGIC 0xdd5a0001u
+/* A control record (header only): "deliver now, the process is being
+ * terminated"; sent by the terminating-signal handler. */
+#define REC_MAGIC_FLUSH 0xdd5a00f1u
 #define REC_MAX_FRAMES 128
 
 struct sample_rec {

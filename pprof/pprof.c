@@ -4,11 +4,16 @@
  * never in signal context. Each builder is independent (no global state), so a
  * builder may be filled while the previous one is still being sent.
  *
- * DESIGN. Everything the Profile points to (messages, their arrays, string
- * bytes) is carved from a per-builder bump arena: thousands of tiny mallocs
- * would cost more in headers and time than the data itself, and pprof_free is
- * then a walk over a few chunks. Only the top-level pointer arrays are realloc'd.
- * Deduplication uses small open-addressing tables of 32-bit indices.
+ * DESIGN. Samples and locations, by far the most numerous objects, are kept
+ * as compact records (struct sample_rec, struct loc_rec) and become protobuf-c
+ * messages one at a time while serializing; the few mappings, functions,
+ * label sets and value types are protobuf-c messages from the start, hung on
+ * a Profile message that also holds the string table. All of it (records,
+ * messages, string bytes) is carved from a per-builder bump arena: thousands
+ * of tiny mallocs would cost more in headers and time than the data itself,
+ * and pprof_free is a walk over a few chunks. Only the top-level pointer
+ * arrays and the deduplication tables (open addressing over 32-bit indices)
+ * are realloc'd.
  *
  * Serialization does not materialize the packed Profile: the top-level fields
  * are framed here and each submessage is packed by protobuf-c into a 64 KiB

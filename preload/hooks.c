@@ -72,14 +72,34 @@ void hooks_resolve(void)
 
 /* ---- signals ------------------------------------------------------------ */
 
-/* What the host believes the sampling signal's disposition is. */
-static struct sigaction host_view;
-static int host_view_sig;
+/* Signals the shim holds a handler for while the host believes they have
+ * another disposition (SIG_DFL or SIG_IGN): the sampling signal, and
+ * SIGTERM/SIGINT (final profile on a default-disposition termination). */
+#define NVIEWS 3
+static struct {
+    int sig; /* 0: free slot */
+    struct sigaction act;
+} views[NVIEWS];
 
-void hooks_set_sampling_signal_view(int sig, const struct sigaction *v)
+void hooks_set_signal_view(int sig, const struct sigaction *v)
 {
-    host_view = *v;
-    host_view_sig = sig;
+    for (int i = 0; i < NVIEWS; i++) {
+        if (views[i].sig == 0 || views[i].sig == sig) {
+            views[i].act = *v;
+            views[i].sig = sig;
+            return;
+        }
+    }
+}
+
+static int view_of(int sig)
+{
+    if (sig <= 0)
+        return -1;
+    for (int i = 0; i < NVIEWS; i++)
+        if (views[i].sig == sig)
+            return i;
+    return -1;
 }
 
 int hooks_real_sigaction(int sig, const struct sigaction *act, struct sigaction *old)
@@ -109,18 +129,20 @@ EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old
         errno = ENOSYS;
         return -1;
     }
-    int ours = sampler_signo;
-    if (!ours || sig != ours || sig != host_view_sig)
+    int v = view_of(sig);
+    if (v < 0)
         return real_sigaction(sig, act, old);
-    struct sigaction prev = host_view;
+    struct sigaction prev = views[v].act;
     if (act) {
-        if (is_plain(act)) {
-            host_view = *act;
-            sampler_host_ignores = act->sa_handler == SIG_IGN;
+        if (is_plain(act) && (act->sa_handler == SIG_DFL || sig == sampler_signo)) {
+            views[v].act = *act;
+            if (sig == sampler_signo)
+                sampler_host_ignores = act->sa_handler == SIG_IGN;
         } else {
-            /* The host wants this signal: it gets it, sampling moves. */
-            sampler_yield_signal();
-            host_view_sig = 0;
+            /* The host takes the signal for itself: it gets it. */
+            if (sig == sampler_signo)
+                sampler_yield_signal();
+            views[v].sig = 0;
             int rc = real_sigaction(sig, act, NULL);
             if (rc != 0)
                 return rc;
@@ -134,8 +156,7 @@ EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old
 EXPORT sighandler_t signal(int sig, sighandler_t handler)
 {
     RESOLVE(signal);
-    int ours = sampler_signo;
-    if (!ours || sig != ours || sig != host_view_sig) {
+    if (view_of(sig) < 0) {
         if (!real_signal) {
             errno = ENOSYS;
             return SIG_ERR;

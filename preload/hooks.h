@@ -11,7 +11,7 @@ void hooks_resolve(void);
 /* Async-signal-safe once resolved. */
 int hooks_real_sigaction(int sig, const struct sigaction *act, struct sigaction *old);
 int hooks_real_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg);
-/* Remember the host-visible disposition of the sampling signal at install time. */
-void hooks_set_sampling_signal_view(int sig, const struct sigaction *host_view);
+/* The shim holds sig; the host is to see host_view as its disposition. */
+void hooks_set_signal_view(int sig, const struct sigaction *host_view);
 
 #endif

@@ -36,8 +36,15 @@ struct sampler_counters {
 };
 extern struct sampler_counters sampler_counters;
 
-/* Signal-context entry point (sighandler.c). */
+/* Signal-context entry points (sighandler.c). */
 void sampler_on_signal(int sig, siginfo_t *si, void *uc);
+/* SIGTERM/SIGINT whose host disposition is the default: ask the uploader for
+ * the final profile, wait for it (bounded), then die of the signal as the host
+ * would have. */
+void sampler_on_terminate(int sig, siginfo_t *si, void *uc);
+/* Read end of the pipe the uploader writes one byte to when a flush asked for
+ * by sampler_on_terminate is done; -1 when none. */
+extern volatile int sampler_term_done_fd;
 
 /* Shared between sampler.c (sets) and sighandler.c (reads). */
 extern volatile int sampler_signo;      /* 0 when CPU sampling is off */

@@ -69,6 +69,27 @@ static void fork_child(void)
     sampler_after_fork_child(fd);
 }
 
+/* SIGTERM and SIGINT left at their default (terminate): hold them so the
+ * final profile is delivered first; the host still sees SIG_DFL. */
+static void take_terminating_signals(void)
+{
+    static const int sigs[] = {SIGTERM, SIGINT};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction cur;
+        if (hooks_real_sigaction(sigs[i], NULL, &cur) != 0 || (cur.sa_flags & SA_SIGINFO) ||
+            cur.sa_handler != SIG_DFL)
+            continue;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = sampler_on_terminate;
+        sa.sa_flags = SA_SIGINFO;
+        sigfillset(&sa.sa_mask);
+        hooks_set_signal_view(sigs[i], &cur);
+        if (hooks_real_sigaction(sigs[i], &sa, NULL) != 0)
+            hooks_set_signal_view(sigs[i], &cur);
+    }
+}
+
 __attribute__((constructor)) static void shim_init(void)
 {
     int saved = errno;
@@ -90,12 +111,13 @@ __attribute__((constructor)) static void shim_init(void)
     /* The host's view of the signal is what it was before we took it. */
     memset(&before, 0, sizeof before);
     before.sa_handler = sampler_host_ignores ? SIG_IGN : SIG_DFL;
-    hooks_set_sampling_signal_view(sampler_signo, &before);
+    hooks_set_signal_view(sampler_signo, &before);
     if (collector_start() != 0) {
         sampler_shutdown();
         goto out;
     }
     shim_profiling_on = 1;
+    take_terminating_signals();
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     atexit(at_exit_flush);
     sampler_thread_begin();

@@ -13,6 +13,8 @@
 #include "preload/hooks.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <time.h>
 #include <signal.h>
 #include <stddef.h>
 #include <string.h>
@@ -106,4 +108,44 @@ void sampler_on_signal(int sig, siginfo_t *si, void *ucv)
         count(&sampler_counters.samples, 1);
     t->in_handler = 0;
     errno = saved_errno;
+}
+
+volatile int sampler_term_done_fd = -1;
+
+/* Async-signal-safe. Runs on the host thread the kernel picked for a
+ * process-directed SIGTERM/SIGINT. The wait is bounded (900 ms): if the
+ * uploader cannot finish (a lock held by this very thread, a hanging Agent),
+ * the process still dies on time. */
+void sampler_on_terminate(int sig, siginfo_t *si, void *ucv)
+{
+    (void)si;
+    (void)ucv;
+    int fd = sampler_fd, done = sampler_term_done_fd;
+    if (fd >= 0 && done >= 0) {
+        struct sample_rec r;
+        memset(&r, 0, REC_HEADER_SIZE);
+        r.magic = REC_MAGIC_FLUSH;
+        if (send(fd, &r, REC_HEADER_SIZE, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)REC_HEADER_SIZE) {
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            for (;;) {
+                struct pollfd p = {.fd = done, .events = POLLIN};
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                long spent = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+                if (spent >= 900)
+                    break;
+                int r = poll(&p, 1, (int)(900 - spent));
+                if (r > 0 || (r < 0 && errno != EINTR))
+                    break;
+                if (r == 0)
+                    break;
+            }
+        }
+    }
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    hooks_real_sigaction(sig, &dfl, NULL);
+    /* Blocked while this handler runs; delivered (default action) on return. */
+    raise(sig);
 }

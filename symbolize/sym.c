@@ -21,9 +21,11 @@
  * cache is dropped (cheaper and simpler than LRU bookkeeping on a path whose
  * misses cost microseconds, and a profile's hot pcs come back at once).
  * An entry is valid while its mapping is live. Addresses in no mapping are
- * cached too ("negative" entries), for NEG_TTL_S seconds and only while the
- * set of executable mappings is unchanged, so garbage pcs from a bad unwind
- * do not re-read /proc/self/maps every time. */
+ * cached too ("negative" entries), so garbage pcs from a bad unwind do not
+ * re-read /proc/self/maps every time: such an entry holds while the live set
+ * is unchanged, the loader has not added or removed an object since (a cheap
+ * counter check, so a dlopen is seen at once) and for at most NEG_TTL_MS
+ * (for executable regions mapped without the loader, e.g. JIT code). */
 #include "symbolize/sym.h"
 
 #include <errno.h>
@@ -37,7 +39,7 @@
 #include "symbolize/sym_maps.h"
 
 #define DEFAULT_MAX_ENTRIES 32768u
-#define NEG_TTL_S 1
+#define NEG_TTL_MS 1000u
 #define CHUNK_SIZE 16384u
 
 struct map_int {
@@ -50,7 +52,7 @@ struct map_int {
 struct cache_ent {
     uint64_t key;  /* looked-up address */
     int32_t map;   /* mapping index; -1: in no mapping */
-    uint32_t aux;  /* first frame in pool; for map == -1, seconds since t0 */
+    uint32_t aux;  /* first frame in pool; for map == -1, now_ms() when recorded */
     uint32_t gen;  /* for map == -1: ctx->gen when recorded */
     uint16_t n;    /* frames */
     uint16_t used; /* slot occupied */
@@ -77,7 +79,8 @@ struct sym_ctx {
     struct map_int **live; /* live ones, sorted by start */
     int nlive, cap_live;
     int last_hit;
-    uint32_t gen; /* bumped whenever the live set changes */
+    uint32_t gen; /* bumped whenever the live set or the loader's set changes */
+    uint64_t loader_gen; /* sym_loader_generation() when last looked at */
 
     struct cache_ent *tab;
     uint32_t tab_size, tab_used, max_entries;
@@ -275,18 +278,33 @@ static int cache_reserve(sym_ctx *ctx)
     return 0;
 }
 
-static uint32_t now_s(const sym_ctx *ctx)
+/* Milliseconds since the ctx was made; wraps after 49 days, harmlessly
+ * (unsigned differences stay right across one wrap). */
+static uint32_t now_ms(const sym_ctx *ctx)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint32_t)(ts.tv_sec - ctx->t0.tv_sec);
+    return (uint32_t)((ts.tv_sec - ctx->t0.tv_sec) * 1000 + (ts.tv_nsec - ctx->t0.tv_nsec) / 1000000);
 }
 
 /* Remember a result. Failing to (out of memory) only costs a later miss. */
 static void cache_put(sym_ctx *ctx, uint64_t key, int32_t map, const sym_frame *f, int n)
 {
+    /* Room for the frames first, so a failure leaves no half-made entry. */
     if (ctx->pool_len + (uint32_t)n > ctx->pool_max)
         cache_clear(ctx);
+    if (ctx->pool_cap - ctx->pool_len < (uint32_t)n) {
+        uint32_t ncap = ctx->pool_cap ? ctx->pool_cap : 256;
+        while (ncap - ctx->pool_len < (uint32_t)n)
+            ncap *= 2;
+        if (ncap > ctx->pool_max)
+            ncap = ctx->pool_max;
+        sym_frame *np = realloc(ctx->pool, (size_t)ncap * sizeof *np);
+        if (np == NULL)
+            return;
+        ctx->pool = np;
+        ctx->pool_cap = ncap;
+    }
     struct cache_ent *e = cache_find(ctx, key);
     if (e == NULL) {
         if (ctx->tab_used >= ctx->max_entries)
@@ -301,29 +319,15 @@ static void cache_put(sym_ctx *ctx, uint64_t key, int32_t map, const sym_frame *
         e->key = key;
         ctx->tab_used++;
     }
-    if (n > 0 && ctx->pool_cap - ctx->pool_len < (uint32_t)n) {
-        uint32_t ncap = ctx->pool_cap ? ctx->pool_cap : 256;
-        while (ncap - ctx->pool_len < (uint32_t)n)
-            ncap *= 2;
-        if (ncap > ctx->pool_max)
-            ncap = ctx->pool_max;
-        sym_frame *np = realloc(ctx->pool, (size_t)ncap * sizeof *np);
-        if (np == NULL) {
-            n = 0; /* keep the (now empty) slot consistent below */
-            map = -1;
-        } else {
-            ctx->pool = np;
-            ctx->pool_cap = ncap;
-        }
-    }
     e->map = map;
     e->n = (uint16_t)n;
     if (map >= 0) {
+        /* a stale entry's old frames stay in the pool until the next clear */
         e->aux = ctx->pool_len;
         memcpy(ctx->pool + ctx->pool_len, f, (size_t)n * sizeof *f);
         ctx->pool_len += (uint32_t)n;
     } else {
-        e->aux = now_s(ctx);
+        e->aux = now_ms(ctx);
         e->gen = ctx->gen;
     }
 }
@@ -464,6 +468,7 @@ int sym_refresh(sym_ctx *ctx)
     int rc = sym_maps_read(&ctx->snap);
     if (rc < 0)
         return rc;
+    ctx->loader_gen = sym_loader_generation();
     if (ctx->nlive > 0 && exec_set_unchanged(ctx))
         return 0;
     return apply_snapshot(ctx);
@@ -525,8 +530,12 @@ int sym_resolve(sym_ctx *ctx, uint64_t pc, int is_return_address, sym_frame *fra
             const struct map_int *m = ctx->maps[e->map];
             if (m->live)
                 return copy_out(ctx, m, ctx->pool + e->aux, e->n, frames, max, map);
-        } else if (e->gen == ctx->gen && now_s(ctx) - e->aux < NEG_TTL_S) {
-            return 0;
+        } else if (e->gen == ctx->gen && now_ms(ctx) - e->aux < NEG_TTL_MS) {
+            uint64_t lg = sym_loader_generation();
+            if (lg == ctx->loader_gen)
+                return 0;
+            ctx->loader_gen = lg;
+            ctx->gen++;
         }
     }
 

@@ -145,6 +145,286 @@ static const Dwfl_Callbacks callbacks = {
     .debuginfo_path = NULL, /* libdwfl's default ":.debug:/usr/lib/debug" */
 };
 
+/* ---- per-module indexes ------------------------------------------------------
+ *
+ * libdwfl's own lookups are linear: dwfl_module_addrinfo scans the whole
+ * symbol table, dwarf_getscopes walks the CU's DIE tree from its root (and
+ * dwarf_getscopes_die walks it again). Tens of microseconds per address in a
+ * small binary, far more in a big one. So each module gets, lazily, a sorted
+ * symbol array and, per CU touched, a sorted array of its functions' address
+ * ranges; a lookup is then two binary searches plus a walk down the one
+ * function's scopes. The indexes hang off the module's userdata slot and are
+ * freed when libdwfl drops the module (dwfl_report_end's callback). */
+
+struct sym_ent {
+    uint64_t addr, sec_end; /* module addresses; sec_end: end of its section */
+    const char *name;       /* libdw's string table: lives as long as the module */
+};
+
+struct fn_range {
+    uint64_t lo, hi; /* DWARF addresses (before bias) */
+    Dwarf_Die die;
+};
+
+struct cu_fns {
+    Dwarf_Off cu_off;
+    struct fn_range *v;
+    size_t n;
+};
+
+struct mod_data {
+    int syms_done;
+    struct sym_ent *syms;
+    size_t nsyms;
+    struct cu_fns *cus; /* sorted by cu_off */
+    size_t ncus, capcus;
+};
+
+static void mod_data_free(struct mod_data *md)
+{
+    if (md == NULL)
+        return;
+    free(md->syms);
+    for (size_t i = 0; i < md->ncus; i++)
+        free(md->cus[i].v);
+    free(md->cus);
+    free(md);
+}
+
+static struct mod_data *mod_data_get(Dwfl_Module *mod)
+{
+    void **ud = NULL;
+    if (dwfl_module_info(mod, &ud, NULL, NULL, NULL, NULL, NULL, NULL) == NULL || ud == NULL)
+        return NULL;
+    if (*ud == NULL)
+        *ud = calloc(1, sizeof(struct mod_data));
+    return *ud;
+}
+
+/* Preference among symbols at one address: global, then weak, then local;
+ * functions before untyped labels; then the fewest leading underscores and
+ * the shortest name (getpid over __getpid when both are global). */
+static int sym_rank(const GElf_Sym *s)
+{
+    int b = GELF_ST_BIND(s->st_info);
+    int r = b == STB_GLOBAL || b == STB_GNU_UNIQUE ? 0 : b == STB_WEAK ? 1 : 2;
+    return r * 2 + (GELF_ST_TYPE(s->st_info) == STT_NOTYPE);
+}
+
+struct sym_tmp {
+    struct sym_ent e;
+    int rank;
+};
+
+static int cmp_sym_tmp(const void *a, const void *b)
+{
+    const struct sym_tmp *x = a, *y = b;
+    if (x->e.addr != y->e.addr)
+        return x->e.addr < y->e.addr ? -1 : 1;
+    if (x->rank != y->rank)
+        return x->rank - y->rank;
+    size_t ux = strspn(x->e.name, "_"), uy = strspn(y->e.name, "_");
+    if (ux != uy)
+        return ux < uy ? -1 : 1;
+    size_t lx = strlen(x->e.name), ly = strlen(y->e.name);
+    if (lx != ly)
+        return lx < ly ? -1 : 1;
+    return strcmp(x->e.name, y->e.name);
+}
+
+static void build_syms(Dwfl_Module *mod, struct mod_data *md)
+{
+    md->syms_done = 1;
+    int n = dwfl_module_getsymtab(mod);
+    if (n <= 0)
+        return;
+    struct sym_tmp *t = malloc((size_t)n * sizeof *t);
+    if (t == NULL)
+        return;
+    size_t k = 0;
+    for (int i = 1; i < n; i++) {
+        GElf_Sym sym;
+        GElf_Addr addr;
+        GElf_Word shndx;
+        Elf *elf = NULL;
+        Dwarf_Addr bias = 0;
+        const char *name = dwfl_module_getsym_info(mod, i, &sym, &addr, &shndx, &elf, &bias);
+        int type = GELF_ST_TYPE(sym.st_info);
+        if (name == NULL || name[0] == '\0' || name[0] == '$' || elf == NULL ||
+            (type != STT_FUNC && type != STT_GNU_IFUNC && type != STT_NOTYPE) ||
+            shndx == SHN_UNDEF || shndx >= SHN_LORESERVE)
+            continue;
+        GElf_Shdr sh;
+        Elf_Scn *scn = elf_getscn(elf, shndx);
+        if (scn == NULL || gelf_getshdr(scn, &sh) == NULL || !(sh.sh_flags & SHF_EXECINSTR))
+            continue;
+        uint64_t sec_lo = sh.sh_addr + bias, sec_hi = sec_lo + sh.sh_size;
+        if (addr < sec_lo || addr >= sec_hi)
+            continue;
+        t[k].e.addr = addr;
+        t[k].e.sec_end = sec_hi;
+        t[k].e.name = name;
+        t[k].rank = sym_rank(&sym);
+        k++;
+    }
+    qsort(t, k, sizeof *t, cmp_sym_tmp);
+    md->syms = malloc((k ? k : 1) * sizeof *md->syms);
+    if (md->syms != NULL) {
+        for (size_t i = 0; i < k; i++)
+            if (md->nsyms == 0 || md->syms[md->nsyms - 1].addr != t[i].e.addr)
+                md->syms[md->nsyms++] = t[i].e;
+    }
+    free(t);
+}
+
+/* Like addr2line: the nearest symbol at or below addr in the same section,
+ * so padding after a function still carries its name but a PLT slot does
+ * not borrow the name of whatever precedes .plt. */
+static const char *sym_lookup(Dwfl_Module *mod, struct mod_data *md, uint64_t addr)
+{
+    if (md == NULL) {
+        GElf_Off off;
+        GElf_Sym sym;
+        return dwfl_module_addrinfo(mod, addr, &off, &sym, NULL, NULL, NULL);
+    }
+    if (!md->syms_done)
+        build_syms(mod, md);
+    size_t lo = 0, hi = md->nsyms;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (md->syms[mid].addr <= addr)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == 0 || addr >= md->syms[lo - 1].sec_end)
+        return NULL;
+    return md->syms[lo - 1].name;
+}
+
+struct fn_vec {
+    struct fn_range *v;
+    size_t n, cap;
+    int oom;
+};
+
+static void fn_push(struct fn_vec *fv, Dwarf_Die *die)
+{
+    Dwarf_Addr base, start, end;
+    ptrdiff_t off = 0;
+    while ((off = dwarf_ranges(die, off, &base, &start, &end)) > 0) {
+        if (start >= end)
+            continue;
+        if (fv->n == fv->cap) {
+            size_t ncap = fv->cap ? fv->cap * 2 : 64;
+            struct fn_range *nv = realloc(fv->v, ncap * sizeof *nv);
+            if (nv == NULL) {
+                fv->oom = 1;
+                return;
+            }
+            fv->v = nv;
+            fv->cap = ncap;
+        }
+        fv->v[fv->n].lo = start;
+        fv->v[fv->n].hi = end;
+        fv->v[fv->n].die = *die;
+        fv->n++;
+    }
+}
+
+/* Functions with code directly under the CU, or inside namespaces and
+ * classes (C++ definitions may sit there), or in imported (dwz) units. */
+static void index_children(Dwarf_Die *parent, struct fn_vec *fv, int depth)
+{
+    Dwarf_Die child;
+    if (depth > 32 || dwarf_child(parent, &child) != 0)
+        return;
+    do {
+        switch (dwarf_tag(&child)) {
+        case DW_TAG_subprogram:
+        case DW_TAG_entry_point:
+            fn_push(fv, &child);
+            break;
+        case DW_TAG_namespace:
+        case DW_TAG_class_type:
+        case DW_TAG_structure_type:
+        case DW_TAG_union_type:
+        case DW_TAG_module:
+            index_children(&child, fv, depth + 1);
+            break;
+        case DW_TAG_imported_unit: {
+            Dwarf_Attribute attr;
+            Dwarf_Die unit;
+            if (dwarf_formref_die(dwarf_attr(&child, DW_AT_import, &attr), &unit) != NULL)
+                index_children(&unit, fv, depth + 1);
+            break;
+        }
+        default:
+            break;
+        }
+    } while (dwarf_siblingof(&child, &child) == 0);
+}
+
+static int cmp_fn(const void *a, const void *b)
+{
+    const struct fn_range *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+static struct cu_fns *cu_index(struct mod_data *md, Dwarf_Die *cudie)
+{
+    Dwarf_Off off = dwarf_dieoffset(cudie);
+    size_t lo = 0, hi = md->ncus;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (md->cus[mid].cu_off < off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < md->ncus && md->cus[lo].cu_off == off)
+        return &md->cus[lo];
+    if (md->ncus == md->capcus) {
+        size_t ncap = md->capcus ? md->capcus * 2 : 16;
+        struct cu_fns *nc = realloc(md->cus, ncap * sizeof *nc);
+        if (nc == NULL)
+            return NULL;
+        md->cus = nc;
+        md->capcus = ncap;
+    }
+    struct fn_vec fv = {0};
+    index_children(cudie, &fv, 0);
+    if (fv.oom) {
+        free(fv.v);
+        return NULL;
+    }
+    qsort(fv.v, fv.n, sizeof *fv.v, cmp_fn);
+    memmove(&md->cus[lo + 1], &md->cus[lo], (md->ncus - lo) * sizeof *md->cus);
+    md->cus[lo].cu_off = off;
+    md->cus[lo].v = fv.v;
+    md->cus[lo].n = fv.n;
+    md->ncus++;
+    return &md->cus[lo];
+}
+
+static const struct fn_range *fn_find(const struct cu_fns *c, Dwarf_Addr a)
+{
+    size_t lo = 0, hi = c->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c->v[mid].lo <= a)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    /* Top-level functions do not overlap in sane DWARF; look back a little
+     * in case one does. */
+    for (size_t i = lo, k = 0; i > 0 && k < 4; i--, k++)
+        if (a >= c->v[i - 1].lo && a < c->v[i - 1].hi)
+            return &c->v[i - 1];
+    return NULL;
+}
+
 /* ---- session ---------------------------------------------------------------- */
 
 sym_dwfl *sym_dwfl_new(void)
@@ -161,10 +441,19 @@ sym_dwfl *sym_dwfl_new(void)
     return d;
 }
 
+static int free_mod_data_cb(Dwfl_Module *mod, void **userdata, const char *name,
+                            Dwarf_Addr start, void *arg)
+{
+    mod_data_free(*userdata);
+    *userdata = NULL;
+    return DWARF_CB_OK;
+}
+
 void sym_dwfl_free(sym_dwfl *d)
 {
     if (d == NULL)
         return;
+    dwfl_getmodules(d->dwfl, free_mod_data_cb, NULL, 0);
     dwfl_end(d->dwfl);
     free(d);
 }
@@ -184,6 +473,13 @@ static void report_one(Dwfl *dwfl, const char *path, size_t len, uint64_t lo, ui
     name[len] = '\0';
     if (dwfl_report_module(dwfl, name, lo, hi) == NULL)
         log_debug("symbolize: dwfl_report_module %s: %s", name, dwfl_errmsg(-1));
+}
+
+static int removed_cb(Dwfl_Module *mod, void *userdata, const char *name, Dwarf_Addr base,
+                      void *arg)
+{
+    mod_data_free(userdata);
+    return DWARF_CB_OK;
 }
 
 int sym_dwfl_report(sym_dwfl *d, const sym_maps *m)
@@ -216,7 +512,7 @@ int sym_dwfl_report(sym_dwfl *d, const sym_maps *m)
             report_one(d->dwfl, l->path, l->path_len, l->start, m->lines[j - 1].limit);
         i = j;
     }
-    if (dwfl_report_end(d->dwfl, NULL, NULL) != 0) {
+    if (dwfl_report_end(d->dwfl, removed_cb, NULL) != 0) {
         log_debug("symbolize: dwfl_report_end: %s", dwfl_errmsg(-1));
         return -EIO;
     }
@@ -238,29 +534,23 @@ static const char *die_name(Dwarf_Die *die)
     return name;
 }
 
-/* Walk the physical nesting of the innermost scope containing a: each
- * DW_TAG_inlined_subroutine is one frame whose caller's position is its
- * DW_AT_call_file/DW_AT_call_line; the enclosing subprogram ends the list.
- * (dwarf_getscopes alone would continue into the abstract origin's scopes,
- * not into the caller, hence the second walk with dwarf_getscopes_die.) */
-static int dwarf_frames(Dwarf_Die *cudie, Dwarf_Addr a, const char *file, int line,
-                        sym_raw_frame *out, int max)
+static int is_function(int tag)
 {
-    Dwarf_Die *scopes = NULL;
-    int ns = dwarf_getscopes(cudie, a, &scopes);
-    if (ns <= 0) {
-        free(scopes);
-        return 0;
-    }
-    Dwarf_Die inner = scopes[0];
-    free(scopes);
-    Dwarf_Die *chain = NULL;
-    int nc = dwarf_getscopes_die(&inner, &chain);
+    return tag == DW_TAG_subprogram || tag == DW_TAG_inlined_subroutine ||
+           tag == DW_TAG_entry_point;
+}
+
+/* Turn a physical scope chain, innermost first, into frames: each
+ * DW_TAG_inlined_subroutine is one frame whose caller's position is its
+ * DW_AT_call_file/DW_AT_call_line; the first real subprogram ends the list
+ * (as in addr2line -i). */
+static int chain_frames(Dwarf_Die *chain, int nc, const char *file, int line, sym_raw_frame *out,
+                        int max)
+{
     int n = 0;
     for (int i = 0; i < nc && n < max; i++) {
         int tag = dwarf_tag(&chain[i]);
-        if (tag != DW_TAG_inlined_subroutine && tag != DW_TAG_subprogram &&
-            tag != DW_TAG_entry_point)
+        if (!is_function(tag))
             continue;
         out[n].name = die_name(&chain[i]);
         out[n].file = file;
@@ -283,6 +573,70 @@ static int dwarf_frames(Dwarf_Die *cudie, Dwarf_Addr a, const char *file, int li
             v <= INT_MAX)
             line = (int)v;
     }
+    return n;
+}
+
+static int is_scope(int tag)
+{
+    switch (tag) {
+    case DW_TAG_subprogram:
+    case DW_TAG_inlined_subroutine:
+    case DW_TAG_entry_point:
+    case DW_TAG_lexical_block:
+    case DW_TAG_try_block:
+    case DW_TAG_catch_block:
+    case DW_TAG_with_stmt:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Scopes from fn down to the innermost one containing a, stored innermost
+ * first in out[0..return). Only fn's own subtree is visited. */
+static int descend(const Dwarf_Die *fn, Dwarf_Addr a, Dwarf_Die *out, int max)
+{
+    Dwarf_Die path[SYM_MAX_FRAMES * 2];
+    int np = 0;
+    path[np++] = *fn;
+    for (;;) {
+        Dwarf_Die child;
+        int found = 0;
+        if (np < (int)(sizeof path / sizeof path[0]) && dwarf_child(&path[np - 1], &child) == 0) {
+            do {
+                if (is_scope(dwarf_tag(&child)) && dwarf_haspc(&child, a) == 1) {
+                    path[np++] = child;
+                    found = 1;
+                    break;
+                }
+            } while (dwarf_siblingof(&child, &child) == 0);
+        }
+        if (!found)
+            break;
+    }
+    int n = np < max ? np : max;
+    for (int i = 0; i < n; i++)
+        out[i] = path[np - 1 - i];
+    return n;
+}
+
+/* Slow path for DWARF the index does not cover: libdw's own scope search. */
+static int getscopes_frames(Dwarf_Die *cudie, Dwarf_Addr a, const char *file, int line,
+                            sym_raw_frame *out, int max)
+{
+    Dwarf_Die *scopes = NULL;
+    int ns = dwarf_getscopes(cudie, a, &scopes);
+    if (ns <= 0) {
+        free(scopes);
+        return 0;
+    }
+    /* dwarf_getscopes continues into the abstract origin's scopes past an
+     * inlined instance; the caller chain is the physical nesting. */
+    Dwarf_Die inner = scopes[0];
+    free(scopes);
+    Dwarf_Die *chain = NULL;
+    int nc = dwarf_getscopes_die(&inner, &chain);
+    int n = nc > 0 ? chain_frames(chain, nc, file, line, out, max) : 0;
     free(chain);
     return n;
 }
@@ -294,25 +648,37 @@ int sym_dwfl_frames(sym_dwfl *d, uint64_t addr, sym_raw_frame *out, int max)
     Dwfl_Module *mod = dwfl_addrmodule(d->dwfl, addr);
     if (mod == NULL)
         return 0;
+    struct mod_data *md = mod_data_get(mod);
     const char *file = NULL;
     int line = 0, n = 0;
     Dwarf_Addr bias = 0;
     Dwarf_Die *cudie = dwfl_module_addrdie(mod, addr, &bias);
     if (cudie != NULL) {
-        Dwarf_Line *l = dwarf_getsrc_die(cudie, addr - bias);
+        Dwarf_Addr a = addr - bias;
+        Dwarf_Line *l = dwarf_getsrc_die(cudie, a);
         if (l != NULL) {
             file = dwarf_linesrc(l, NULL, NULL);
             if (dwarf_lineno(l, &line) != 0)
                 line = 0;
+        } else {
+            /* addr2line's answer when a CU covers the address but its line
+             * table does not: the CU's file, line 0. */
+            file = dwarf_diename(cudie);
         }
-        n = dwarf_frames(cudie, addr - bias, file, line, out, max);
+        struct cu_fns *c = md != NULL ? cu_index(md, cudie) : NULL;
+        const struct fn_range *fr = c != NULL ? fn_find(c, a) : NULL;
+        if (fr != NULL) {
+            Dwarf_Die chain[SYM_MAX_FRAMES * 2];
+            int nc = descend(&fr->die, a, chain, (int)(sizeof chain / sizeof chain[0]));
+            n = chain_frames(chain, nc, file, line, out, max);
+        } else {
+            n = getscopes_frames(cudie, a, file, line, out, max);
+        }
     }
     if (n == 0 || out[n - 1].name == NULL) {
         /* No DWARF here (stripped, or separate debuginfo not installed), or
          * a nameless subprogram: the ELF symbol table still names it. */
-        GElf_Off off;
-        GElf_Sym sym;
-        const char *name = dwfl_module_addrinfo(mod, addr, &off, &sym, NULL, NULL, NULL);
+        const char *name = sym_lookup(mod, md, addr);
         if (n == 0) {
             out[0].file = file;
             out[0].line = line;

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <link.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -255,6 +256,21 @@ int sym_images_collect(sym_image **out)
     }
     *out = c.v;
     return c.n;
+}
+
+static int generation_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    uint64_t *g = arg;
+    if (size >= offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs)
+        *g = (uint64_t)info->dlpi_adds + (uint64_t)info->dlpi_subs;
+    return 1; /* the counters are the same in every entry: stop at the first */
+}
+
+uint64_t sym_loader_generation(void)
+{
+    uint64_t g = 0;
+    dl_iterate_phdr(generation_cb, &g);
+    return g;
 }
 
 const char *sym_images_build_id(const sym_image *imgs, int n, uint64_t addr)

@@ -40,6 +40,11 @@ typedef struct sym_image {
  * returns the count, or a negative errno. */
 int sym_images_collect(sym_image **out);
 
+/* The loader's count of objects added plus removed so far (dl_phdr_info's
+ * dlpi_adds + dlpi_subs): changes whenever dlopen/dlclose changed the set of
+ * loaded objects. Cheap (one dl_iterate_phdr step). */
+uint64_t sym_loader_generation(void);
+
 /* Build id of the image containing addr, or NULL. */
 const char *sym_images_build_id(const sym_image *imgs, int n, uint64_t addr);
 

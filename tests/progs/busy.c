@@ -1,6 +1,7 @@
 /* busy.c — a small CPU-bound program for `make run` and the lifecycle tests:
  * spends ~N ms of CPU (default 2000) in a few named functions, then returns
- * from main (or exits the way argv[2] says: return, exit, sigterm). */
+ * from main (or exits the way argv[2] says: return, exit, sigterm, sigint;
+ * "maps" also prints the shim's lines of /proc/self/maps). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,15 @@ int main(int argc, char **argv)
     const char *how = argc > 2 ? argv[2] : "return";
     do_work(cpu_now() + ms * 1000000LL);
     printf("busy: done pid=%d\n", (int)getpid());
+    if (strcmp(how, "maps") == 0) { /* show whether the shim is mapped */
+        FILE *f = fopen("/proc/self/maps", "r");
+        char line[512];
+        while (f && fgets(line, sizeof line, f))
+            if (strstr(line, "ddshim"))
+                fputs(line, stdout);
+        if (f)
+            fclose(f);
+    }
     fflush(stdout);
     if (strcmp(how, "exit") == 0)
         exit(3);
