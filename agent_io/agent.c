@@ -270,7 +270,7 @@ static int agent_up(struct agent_ctx *c, long timeout_ms)
         long t = timeout_ms < 500 ? timeout_ms : 500;
         c->agent_state = aio_agent_probe(&c->target, t) == 0 ? 1 : -1;
         if (c->agent_state < 0)
-            c->next_probe_ns = now + 30LL * 1000000000LL;
+            c->next_probe_ns = now; /* ask again at the next delivery */
     }
     return c->agent_state > 0;
 }
@@ -309,7 +309,7 @@ static int agent_deliver(void *p, const struct agent_profile *prof, long timeout
         } else {
             log_info("profile upload to %s failed (HTTP status %ld)", cfg->agent_url, status);
             c->agent_state = -1;
-            c->next_probe_ns = mono_ns() + 10LL * 1000000000LL;
+            c->next_probe_ns = mono_ns();
         }
     }
     char path[1200] = "";

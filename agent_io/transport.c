@@ -18,6 +18,7 @@
 #include "common/log.h"
 
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -29,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -390,8 +392,24 @@ char *aio_event_json(const aio_profile_meta *meta)
 static pthread_once_t aio_curl_once = PTHREAD_ONCE_INIT;
 static int aio_curl_rc = -1;
 
+/* OpenSSL (libcurl's TLS and random backend) registers an atexit cleanup on
+ * its first initialisation. Registered after the shim's own exit flush, it
+ * would run first and leave the final upload touching freed OpenSSL state.
+ * Initialising it first with OPENSSL_INIT_NO_ATEXIT keeps it from doing so. */
+static void openssl_no_atexit(void)
+{
+    void *h = dlopen("libcrypto.so.3", RTLD_NOW | RTLD_NOLOAD);
+    if (!h)
+        return;
+    int (*init)(uint64_t, const void *) = (int (*)(uint64_t, const void *))dlsym(h, "OPENSSL_init_crypto");
+    if (init)
+        init(0x00080000ull /* OPENSSL_INIT_NO_ATEXIT */, NULL);
+    dlclose(h);
+}
+
 static void curl_init_once(void)
 {
+    openssl_no_atexit();
     aio_curl_rc = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
     if (aio_curl_rc < 0)
         log_error("libcurl initialisation failed: no uploads to the Agent");
@@ -518,6 +536,47 @@ static struct curl_slist *add_header(struct curl_slist *l, int *bad, const char 
     return nl ? nl : l;
 }
 
+/* multipart/form-data (RFC 7578) with the two parts of WIRE.md section 1. */
+static char *multipart_body(const char *event, const uint8_t *pprof, size_t len, char *boundary,
+                            size_t bcap, size_t *out_len)
+{
+    unsigned char rnd[12];
+    if (getrandom(rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd) {
+        uint64_t x = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20) ^ (uint64_t)(uintptr_t)&rnd;
+        for (size_t i = 0; i < sizeof rnd; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            rnd[i] = (unsigned char)(x >> 56);
+        }
+    }
+    int n = snprintf(boundary, bcap, "------------------------ddshim");
+    for (size_t i = 0; i < sizeof rnd && (size_t)n + 2 < bcap; i++)
+        n += snprintf(boundary + n, bcap - (size_t)n, "%02x", rnd[i]);
+    char head1[256], head2[256], tail[96];
+    int h1 = snprintf(head1, sizeof head1,
+                      "--%s\r\nContent-Disposition: form-data; name=\"event\"; filename=\"event.json\"\r\n"
+                      "Content-Type: application/json\r\n\r\n",
+                      boundary);
+    int h2 = snprintf(head2, sizeof head2,
+                      "\r\n--%s\r\nContent-Disposition: form-data; name=\"profile.pprof\"; "
+                      "filename=\"profile.pprof\"\r\nContent-Type: application/octet-stream\r\n\r\n",
+                      boundary);
+    int tl = snprintf(tail, sizeof tail, "\r\n--%s--\r\n", boundary);
+    size_t ev = strlen(event);
+    size_t total = (size_t)h1 + ev + (size_t)h2 + len + (size_t)tl;
+    char *b = malloc(total);
+    if (!b)
+        return NULL;
+    char *p = b;
+    memcpy(p, head1, (size_t)h1), p += h1;
+    memcpy(p, event, ev), p += ev;
+    memcpy(p, head2, (size_t)h2), p += h2;
+    if (len)
+        memcpy(p, pprof, len), p += len;
+    memcpy(p, tail, (size_t)tl);
+    *out_len = total;
+    return b;
+}
+
 int aio_upload_profile(const aio_target *t, const aio_profile_meta *meta, const uint8_t *pprof_gz,
                        size_t len, long timeout_ms, long *http_status)
 {
@@ -530,25 +589,18 @@ int aio_upload_profile(const aio_target *t, const aio_profile_meta *meta, const 
     if (!event)
         return -1;
     CURL *c = easy_new(t, AIO_PROFILE_PATH, timeout_ms, errbuf);
-    curl_mime *mime = NULL;
     struct curl_slist *hdrs = NULL;
     int bad = !c;
-    if (!bad) {
-        mime = curl_mime_init(c);
-        curl_mimepart *ev = mime ? curl_mime_addpart(mime) : NULL;
-        curl_mimepart *pp = mime ? curl_mime_addpart(mime) : NULL;
-        bad = !ev || !pp;
-        if (!bad) {
-            bad |= curl_mime_name(ev, "event") != CURLE_OK;
-            bad |= curl_mime_filename(ev, "event.json") != CURLE_OK;
-            bad |= curl_mime_type(ev, "application/json") != CURLE_OK;
-            bad |= curl_mime_data(ev, event, CURL_ZERO_TERMINATED) != CURLE_OK;
-            bad |= curl_mime_name(pp, "profile.pprof") != CURLE_OK;
-            bad |= curl_mime_filename(pp, "profile.pprof") != CURLE_OK;
-            bad |= curl_mime_type(pp, "application/octet-stream") != CURLE_OK;
-            bad |= curl_mime_data(pp, len ? (const char *)pprof_gz : "", len) != CURLE_OK;
-        }
-    }
+    /* The multipart body is built here, not with curl_mime_*: libcurl draws
+     * the mime boundary from OpenSSL's RAND, which is unsafe once a host's
+     * OpenSSL has run its atexit cleanup (the final upload runs at exit). */
+    size_t body_len = 0;
+    char boundary[48];
+    char *body = bad ? NULL : multipart_body(event, pprof_gz, len, boundary, sizeof boundary, &body_len);
+    bad |= !body;
+    char ctype[96];
+    snprintf(ctype, sizeof ctype, "multipart/form-data; boundary=%s", boundary);
+    hdrs = add_header(hdrs, &bad, "Content-Type", ctype);
     hdrs = add_header(hdrs, &bad, "DD-EVP-ORIGIN", "ddshim");
     hdrs = add_header(hdrs, &bad, "DD-EVP-ORIGIN-VERSION",
                       meta->profiler_version ? meta->profiler_version : "unknown");
@@ -562,7 +614,8 @@ int aio_upload_profile(const aio_target *t, const aio_profile_meta *meta, const 
         hdrs = nl ? nl : hdrs;
     }
     if (!bad) {
-        bad |= curl_easy_setopt(c, CURLOPT_MIMEPOST, mime) != CURLE_OK;
+        bad |= curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len) != CURLE_OK;
+        bad |= curl_easy_setopt(c, CURLOPT_POSTFIELDS, body) != CURLE_OK;
         bad |= curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK;
     }
     long status = 0;
@@ -572,7 +625,7 @@ int aio_upload_profile(const aio_target *t, const aio_profile_meta *meta, const 
         log_debug("profile upload not attempted: out of memory or libcurl refused an option");
     if (c)
         curl_easy_cleanup(c);
-    curl_mime_free(mime); /* after the handle: it may still reference it */
+    free(body); /* after the handle: it may still reference it */
     curl_slist_free_all(hdrs);
     free(event);
     if (http_status)

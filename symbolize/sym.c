@@ -465,10 +465,13 @@ int sym_refresh(sym_ctx *ctx)
 {
     if (ctx == NULL)
         return -EINVAL;
+    /* Counter first: an object loaded after it is read is then either in
+     * the snapshot or makes the counter differ next time. */
+    uint64_t lg = sym_loader_generation();
     int rc = sym_maps_read(&ctx->snap);
     if (rc < 0)
         return rc;
-    ctx->loader_gen = sym_loader_generation();
+    ctx->loader_gen = lg;
     if (ctx->nlive > 0 && exec_set_unchanged(ctx))
         return 0;
     return apply_snapshot(ctx);

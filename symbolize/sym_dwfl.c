@@ -157,13 +157,16 @@ static const Dwfl_Callbacks callbacks = {
  * freed when libdwfl drops the module (dwfl_report_end's callback). */
 
 struct sym_ent {
-    uint64_t addr, sec_end; /* module addresses; sec_end: end of its section */
-    const char *name;       /* libdw's string table: lives as long as the module */
+    uint64_t addr;    /* module address */
+    const char *name; /* libdw's string table: lives as long as the module */
+    uint32_t sec;     /* index into mod_data.sec_end */
+    uint32_t file;    /* index into mod_data.files; 0: none */
 };
 
 struct fn_range {
     uint64_t lo, hi; /* DWARF addresses (before bias) */
     Dwarf_Die die;
+    Dwarf_Off off; /* DIE order, for ties */
 };
 
 struct cu_fns {
@@ -176,6 +179,10 @@ struct mod_data {
     int syms_done;
     struct sym_ent *syms;
     size_t nsyms;
+    uint64_t *sec_end; /* end address of each executable section seen */
+    size_t nsec;
+    const char **files; /* STT_FILE names; [0] = NULL */
+    size_t nfiles;
     struct cu_fns *cus; /* sorted by cu_off */
     size_t ncus, capcus;
 };
@@ -185,6 +192,8 @@ static void mod_data_free(struct mod_data *md)
     if (md == NULL)
         return;
     free(md->syms);
+    free(md->sec_end);
+    free(md->files);
     for (size_t i = 0; i < md->ncus; i++)
         free(md->cus[i].v);
     free(md->cus);
@@ -232,16 +241,47 @@ static int cmp_sym_tmp(const void *a, const void *b)
     return strcmp(x->e.name, y->e.name);
 }
 
+/* Small append-only tables next to the symbols; index or 0 on failure
+ * (for files, 0 means "no file", which is the harmless answer). */
+static uint32_t add_file(struct mod_data *md, const char *name)
+{
+    if (md->nfiles >= UINT32_MAX)
+        return 0;
+    const char **nf = realloc(md->files, (md->nfiles + 1) * sizeof *nf);
+    if (nf == NULL)
+        return 0;
+    md->files = nf;
+    md->files[md->nfiles] = name;
+    return (uint32_t)md->nfiles++;
+}
+
+static int sec_index(struct mod_data *md, uint64_t end, uint32_t *out)
+{
+    for (size_t i = md->nsec; i > 0; i--)
+        if (md->sec_end[i - 1] == end) {
+            *out = (uint32_t)(i - 1);
+            return 0;
+        }
+    uint64_t *ns = realloc(md->sec_end, (md->nsec + 1) * sizeof *ns);
+    if (ns == NULL)
+        return -1;
+    md->sec_end = ns;
+    md->sec_end[md->nsec] = end;
+    *out = (uint32_t)md->nsec++;
+    return 0;
+}
+
 static void build_syms(Dwfl_Module *mod, struct mod_data *md)
 {
     md->syms_done = 1;
     int n = dwfl_module_getsymtab(mod);
-    if (n <= 0)
+    if (n <= 0 || add_file(md, NULL) != 0)
         return;
     struct sym_tmp *t = malloc((size_t)n * sizeof *t);
     if (t == NULL)
         return;
     size_t k = 0;
+    uint32_t cur_file = 0;
     for (int i = 1; i < n; i++) {
         GElf_Sym sym;
         GElf_Addr addr;
@@ -250,6 +290,13 @@ static void build_syms(Dwfl_Module *mod, struct mod_data *md)
         Dwarf_Addr bias = 0;
         const char *name = dwfl_module_getsym_info(mod, i, &sym, &addr, &shndx, &elf, &bias);
         int type = GELF_ST_TYPE(sym.st_info);
+        if (name != NULL && type == STT_FILE) {
+            /* .symtab lists each object's STT_FILE before its local
+             * symbols; addr2line shows that file for them when there is
+             * no line information. */
+            cur_file = name[0] != '\0' ? add_file(md, name) : 0;
+            continue;
+        }
         if (name == NULL || name[0] == '\0' || name[0] == '$' || elf == NULL ||
             (type != STT_FUNC && type != STT_GNU_IFUNC && type != STT_NOTYPE) ||
             shndx == SHN_UNDEF || shndx >= SHN_LORESERVE)
@@ -259,11 +306,11 @@ static void build_syms(Dwfl_Module *mod, struct mod_data *md)
         if (scn == NULL || gelf_getshdr(scn, &sh) == NULL || !(sh.sh_flags & SHF_EXECINSTR))
             continue;
         uint64_t sec_lo = sh.sh_addr + bias, sec_hi = sec_lo + sh.sh_size;
-        if (addr < sec_lo || addr >= sec_hi)
+        if (addr < sec_lo || addr >= sec_hi || sec_index(md, sec_hi, &t[k].e.sec) != 0)
             continue;
         t[k].e.addr = addr;
-        t[k].e.sec_end = sec_hi;
         t[k].e.name = name;
+        t[k].e.file = GELF_ST_BIND(sym.st_info) == STB_LOCAL ? cur_file : 0;
         t[k].rank = sym_rank(&sym);
         k++;
     }
@@ -279,9 +326,12 @@ static void build_syms(Dwfl_Module *mod, struct mod_data *md)
 
 /* Like addr2line: the nearest symbol at or below addr in the same section,
  * so padding after a function still carries its name but a PLT slot does
- * not borrow the name of whatever precedes .plt. */
-static const char *sym_lookup(Dwfl_Module *mod, struct mod_data *md, uint64_t addr)
+ * not borrow the name of whatever precedes .plt. *file gets the symbol's
+ * STT_FILE name when it is a local symbol (else NULL). */
+static const char *sym_lookup(Dwfl_Module *mod, struct mod_data *md, uint64_t addr,
+                              const char **file)
 {
+    *file = NULL;
     if (md == NULL) {
         GElf_Off off;
         GElf_Sym sym;
@@ -297,8 +347,9 @@ static const char *sym_lookup(Dwfl_Module *mod, struct mod_data *md, uint64_t ad
         else
             hi = mid;
     }
-    if (lo == 0 || addr >= md->syms[lo - 1].sec_end)
+    if (lo == 0 || addr >= md->sec_end[md->syms[lo - 1].sec])
         return NULL;
+    *file = md->files[md->syms[lo - 1].file];
     return md->syms[lo - 1].name;
 }
 
@@ -328,6 +379,7 @@ static void fn_push(struct fn_vec *fv, Dwarf_Die *die)
         fv->v[fv->n].lo = start;
         fv->v[fv->n].hi = end;
         fv->v[fv->n].die = *die;
+        fv->v[fv->n].off = dwarf_dieoffset(die);
         fv->n++;
     }
 }
@@ -365,10 +417,17 @@ static void index_children(Dwarf_Die *parent, struct fn_vec *fv, int depth)
     } while (dwarf_siblingof(&child, &child) == 0);
 }
 
+/* By start; for one start, the smallest range last and, among equal
+ * ranges, the last DIE last: fn_find takes the last candidate, which is
+ * addr2line's pick (assembler CUs have one subprogram per alias). */
 static int cmp_fn(const void *a, const void *b)
 {
     const struct fn_range *x = a, *y = b;
-    return x->lo < y->lo ? -1 : x->lo > y->lo;
+    if (x->lo != y->lo)
+        return x->lo < y->lo ? -1 : 1;
+    if (x->hi != y->hi)
+        return x->hi > y->hi ? -1 : 1;
+    return x->off < y->off ? -1 : x->off > y->off;
 }
 
 static struct cu_fns *cu_index(struct mod_data *md, Dwarf_Die *cudie)
@@ -418,8 +477,8 @@ static const struct fn_range *fn_find(const struct cu_fns *c, Dwarf_Addr a)
             hi = mid;
     }
     /* Top-level functions do not overlap in sane DWARF; look back a little
-     * in case one does. */
-    for (size_t i = lo, k = 0; i > 0 && k < 4; i--, k++)
+     * in case some do (aliases, odd producers). */
+    for (size_t i = lo, k = 0; i > 0 && k < 16; i--, k++)
         if (a >= c->v[i - 1].lo && a < c->v[i - 1].hi)
             return &c->v[i - 1];
     return NULL;
@@ -475,10 +534,14 @@ static void report_one(Dwfl *dwfl, const char *path, size_t len, uint64_t lo, ui
         log_debug("symbolize: dwfl_report_module %s: %s", name, dwfl_errmsg(-1));
 }
 
+/* Despite its void * type, the second argument is the module's userdata
+ * slot (void **), as libdwfl passes MODCB_ARGS. */
 static int removed_cb(Dwfl_Module *mod, void *userdata, const char *name, Dwarf_Addr base,
                       void *arg)
 {
-    mod_data_free(userdata);
+    void **slot = userdata;
+    mod_data_free(*slot);
+    *slot = NULL;
     return DWARF_CB_OK;
 }
 
@@ -653,6 +716,10 @@ int sym_dwfl_frames(sym_dwfl *d, uint64_t addr, sym_raw_frame *out, int max)
     int line = 0, n = 0;
     Dwarf_Addr bias = 0;
     Dwarf_Die *cudie = dwfl_module_addrdie(mod, addr, &bias);
+    /* libdwfl also answers with the CU before an address that no CU covers
+     * (padding, _start, crt files): only take a CU that has the address. */
+    if (cudie != NULL && dwarf_haspc(cudie, addr - bias) != 1)
+        cudie = NULL;
     if (cudie != NULL) {
         Dwarf_Addr a = addr - bias;
         Dwarf_Line *l = dwarf_getsrc_die(cudie, a);
@@ -678,9 +745,10 @@ int sym_dwfl_frames(sym_dwfl *d, uint64_t addr, sym_raw_frame *out, int max)
     if (n == 0 || out[n - 1].name == NULL) {
         /* No DWARF here (stripped, or separate debuginfo not installed), or
          * a nameless subprogram: the ELF symbol table still names it. */
-        const char *name = sym_lookup(mod, md, addr);
+        const char *sym_file;
+        const char *name = sym_lookup(mod, md, addr, &sym_file);
         if (n == 0) {
-            out[0].file = file;
+            out[0].file = file != NULL ? file : sym_file;
             out[0].line = line;
             n = 1;
         }

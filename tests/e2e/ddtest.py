@@ -152,7 +152,7 @@ class Intake:
         cmd = ["/usr/bin/python3", os.path.join(ROOT, "tests", "intake.py"), "--out", self.dir,
                "--mode", mode]
         if unix:
-            cmd += ["--unix", unix]
+            cmd += ["--unix", unix, "--port-file", portfile]
         else:
             cmd += ["--port", "0", "--port-file", portfile]
         env = dict(os.environ)
@@ -161,7 +161,7 @@ class Intake:
         deadline = time.time() + 10
         self.url = None
         while time.time() < deadline:
-            if unix and os.path.exists(unix):
+            if unix and os.path.exists(portfile):
                 self.url = "unix://" + unix
                 break
             if not unix and os.path.exists(portfile) and open(portfile).read().strip():

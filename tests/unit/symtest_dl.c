@@ -2,8 +2,8 @@
  * has made its sym_ctx, to check that symbolization picks up libraries loaded
  * later (the implicit refresh). Built -O2 -g by the Makefile. */
 
-/* The line the function's entry address maps to: its definition's line. */
-const int symtest_dl_function_line = __LINE__ + 2;
+int symtest_dl_call_line;
+volatile int symtest_dl_sink;
 
 __attribute__((noinline, visibility("default"))) int symtest_dl_function(int x)
 {
@@ -11,4 +11,13 @@ __attribute__((noinline, visibility("default"))) int symtest_dl_function(int x)
     for (int i = 0; i < x; i++)
         acc = acc * 31 + i;
     return acc;
+}
+
+/* Calls cb, which records its return address: a pc in this library whose
+ * call line is known. The store after the call keeps it from being a tail
+ * call. */
+__attribute__((noinline, visibility("default"))) void symtest_dl_call(void (*cb)(void))
+{
+    symtest_dl_call_line = __LINE__; cb();
+    symtest_dl_sink++;
 }
