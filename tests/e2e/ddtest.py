@@ -116,7 +116,7 @@ def parse_value(tok):
 
 def pprof_top(files, sample_index="cpu-time", extra=None):
     """{function: (flat_seconds, cum_seconds)} and total, read by go tool pprof -top."""
-    rc, out, err = pprof(["-top", "-nodecount=100000", "-sample_index=" + sample_index] + (extra or []), files)
+    rc, out, err = pprof(["-top", "-nodecount=100000", "-nodefraction=0", "-edgefraction=0", "-sample_index=" + sample_index] + (extra or []), files)
     if rc != 0:
         raise RuntimeError("go tool pprof failed: " + err)
     funcs = {}
