@@ -43,7 +43,7 @@ AGENT_OBJS := $(COMMON_O) $(B)/obj/agent_io/agent.o $(B)/obj/agent_io/transport.
               $(PPROF_O) $(SYM_O)
 LIB_OBJS  := $(SHIM_OBJS) $(AGENT_OBJS)
 
-.PHONY: all deps test run clean check-exports bench
+.PHONY: all deps test run clean check-sigsafe check-static bench
 all: $(B)/libddshim.so $(B)/libddshim-agent.so
 
 deps:
@@ -121,8 +121,11 @@ test: $(DEPS_STAMP) all $(UNIT_TESTS) $(PROGS)
 run: $(DEPS_STAMP) all $(B)/progs/busy
 	@sh scripts/run-example.sh
 
-check-exports: all
-	@sh tests/e2e/exports.sh
+check-sigsafe: $(B)/obj/preload/sighandler.o
+	@sh scripts/check-sigsafe.sh $<
+
+check-static: all
+	@B=$(B) sh tests/e2e/test_static.sh
 
 bench: all $(PROGS)
 	@sh bench/run.sh

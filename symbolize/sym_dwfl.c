@@ -37,6 +37,29 @@ struct sym_dwfl {
     Dwfl *dwfl;
 };
 
+/* ---- file descriptors ------------------------------------------------------ */
+
+/* libdwfl keeps each module's ELF (and debug file) open for the Dwfl's
+ * lifetime and opens them without O_CLOEXEC; they must not leak into
+ * programs the host execs. (A host fork+exec racing the open can still
+ * inherit one; the window is a few instructions wide.) */
+static void set_cloexec(int fd)
+{
+    if (fd < 0)
+        return;
+    int fl = fcntl(fd, F_GETFD);
+    if (fl >= 0 && !(fl & FD_CLOEXEC))
+        fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+}
+
+static int find_elf_cloexec(Dwfl_Module *mod, void **userdata, const char *modname,
+                            Dwarf_Addr base, char **file_name, Elf **elfp)
+{
+    int fd = dwfl_linux_proc_find_elf(mod, userdata, modname, base, file_name, elfp);
+    set_cloexec(fd);
+    return fd;
+}
+
 /* ---- separate debuginfo, local only --------------------------------------- */
 
 static uint32_t crc32_update(uint32_t crc, const unsigned char *p, size_t n)
@@ -102,8 +125,10 @@ static int find_debuginfo_local(Dwfl_Module *mod, void **userdata, const char *m
 {
     int fd = dwfl_build_id_find_debuginfo(mod, userdata, modname, base, file_name,
                                           debuglink_file, debuglink_crc, debuginfo_file_name);
-    if (fd >= 0)
+    if (fd >= 0) {
+        set_cloexec(fd);
         return fd;
+    }
     if (debuglink_file == NULL || file_name == NULL || file_name[0] != '/')
         return -1;
     const char *slash = strrchr(file_name, '/');
@@ -140,7 +165,7 @@ static int find_debuginfo_local(Dwfl_Module *mod, void **userdata, const char *m
 }
 
 static const Dwfl_Callbacks callbacks = {
-    .find_elf = dwfl_linux_proc_find_elf,
+    .find_elf = find_elf_cloexec,
     .find_debuginfo = find_debuginfo_local,
     .debuginfo_path = NULL, /* libdwfl's default ":.debug:/usr/lib/debug" */
 };
@@ -584,17 +609,28 @@ int sym_dwfl_report(sym_dwfl *d, const sym_maps *m)
 
 /* ---- frames ----------------------------------------------------------------- */
 
-/* The name addr2line prints: the linkage (mangled) name when there is one,
- * following DW_AT_abstract_origin/DW_AT_specification, else DW_AT_name. */
-static const char *die_name(Dwarf_Die *die)
+/* The linkage (mangled) name, following DW_AT_abstract_origin and
+ * DW_AT_specification; NULL when the producer gave none. */
+static const char *die_linkage_name(Dwarf_Die *die)
 {
     Dwarf_Attribute attr;
     const char *name = dwarf_formstring(dwarf_attr_integrate(die, DW_AT_linkage_name, &attr));
     if (name == NULL)
         name = dwarf_formstring(dwarf_attr_integrate(die, DW_AT_MIPS_linkage_name, &attr));
-    if (name == NULL)
-        name = dwarf_diename(die);
     return name;
+}
+
+static int is_cxx(Dwarf_Die *cudie)
+{
+    switch (dwarf_srclang(cudie)) {
+    case DW_LANG_C_plus_plus:
+    case DW_LANG_C_plus_plus_03:
+    case DW_LANG_C_plus_plus_11:
+    case DW_LANG_C_plus_plus_14:
+        return 1;
+    default:
+        return 0;
+    }
 }
 
 static int is_function(int tag)
@@ -608,19 +644,23 @@ static int is_function(int tag)
  * DW_AT_call_file/DW_AT_call_line; the first real subprogram ends the list
  * (as in addr2line -i). */
 static int chain_frames(Dwarf_Die *chain, int nc, const char *file, int line, sym_raw_frame *out,
-                        int max)
+                        int max, int *outer_linkage)
 {
     int n = 0;
+    *outer_linkage = 0;
     for (int i = 0; i < nc && n < max; i++) {
         int tag = dwarf_tag(&chain[i]);
         if (!is_function(tag))
             continue;
-        out[n].name = die_name(&chain[i]);
+        const char *linkage = die_linkage_name(&chain[i]);
+        out[n].name = linkage != NULL ? linkage : dwarf_diename(&chain[i]);
         out[n].file = file;
         out[n].line = line;
         n++;
-        if (tag != DW_TAG_inlined_subroutine)
+        if (tag != DW_TAG_inlined_subroutine) {
+            *outer_linkage = linkage != NULL;
             break;
+        }
         Dwarf_Attribute attr;
         Dwarf_Word v;
         Dwarf_Die cu;
@@ -685,8 +725,9 @@ static int descend(const Dwarf_Die *fn, Dwarf_Addr a, Dwarf_Die *out, int max)
 
 /* Slow path for DWARF the index does not cover: libdw's own scope search. */
 static int getscopes_frames(Dwarf_Die *cudie, Dwarf_Addr a, const char *file, int line,
-                            sym_raw_frame *out, int max)
+                            sym_raw_frame *out, int max, int *outer_linkage)
 {
+    *outer_linkage = 0;
     Dwarf_Die *scopes = NULL;
     int ns = dwarf_getscopes(cudie, a, &scopes);
     if (ns <= 0) {
@@ -699,7 +740,7 @@ static int getscopes_frames(Dwarf_Die *cudie, Dwarf_Addr a, const char *file, in
     free(scopes);
     Dwarf_Die *chain = NULL;
     int nc = dwarf_getscopes_die(&inner, &chain);
-    int n = nc > 0 ? chain_frames(chain, nc, file, line, out, max) : 0;
+    int n = nc > 0 ? chain_frames(chain, nc, file, line, out, max, outer_linkage) : 0;
     free(chain);
     return n;
 }
@@ -713,7 +754,7 @@ int sym_dwfl_frames(sym_dwfl *d, uint64_t addr, sym_raw_frame *out, int max)
         return 0;
     struct mod_data *md = mod_data_get(mod);
     const char *file = NULL;
-    int line = 0, n = 0;
+    int line = 0, n = 0, outer_linkage = 0, cxx = 0;
     Dwarf_Addr bias = 0;
     Dwarf_Die *cudie = dwfl_module_addrdie(mod, addr, &bias);
     /* libdwfl also answers with the CU before an address that no CU covers
@@ -737,22 +778,28 @@ int sym_dwfl_frames(sym_dwfl *d, uint64_t addr, sym_raw_frame *out, int max)
         if (fr != NULL) {
             Dwarf_Die chain[SYM_MAX_FRAMES * 2];
             int nc = descend(&fr->die, a, chain, (int)(sizeof chain / sizeof chain[0]));
-            n = chain_frames(chain, nc, file, line, out, max);
+            n = chain_frames(chain, nc, file, line, out, max, &outer_linkage);
         } else {
-            n = getscopes_frames(cudie, a, file, line, out, max);
+            n = getscopes_frames(cudie, a, file, line, out, max, &outer_linkage);
         }
+        cxx = n > 0 && !outer_linkage && is_cxx(cudie);
     }
-    if (n == 0 || out[n - 1].name == NULL) {
+    if (n == 0 || out[n - 1].name == NULL || cxx) {
         /* No DWARF here (stripped, or separate debuginfo not installed), or
-         * a nameless subprogram: the ELF symbol table still names it. */
+         * a nameless subprogram: the ELF symbol table still names it.
+         * And when GCC gave a C++ function no linkage name (templates over
+         * local types, lambdas, clones), its DW_AT_name lacks scope and
+         * parameters; the mangled symbol has them, and addr2line uses it. */
         const char *sym_file;
         const char *name = sym_lookup(mod, md, addr, &sym_file);
         if (n == 0) {
             out[0].file = file != NULL ? file : sym_file;
             out[0].line = line;
+            out[0].name = name;
             n = 1;
+        } else if (out[n - 1].name == NULL || (name != NULL && name[0] == '_' && name[1] == 'Z')) {
+            out[n - 1].name = name;
         }
-        out[n - 1].name = name;
     }
     return n;
 }

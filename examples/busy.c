@@ -1,4 +1,4 @@
-/* busy.c — a small CPU-bound program for `make run` and the lifecycle tests:
+/* examples/busy.c — a small CPU-bound program for `make run` and the tests:
  * spends ~N ms of CPU (default 2000) in a few named functions, then returns
  * from main (or exits the way argv[2] says: return, exit, sigterm, sigint;
  * "maps" also prints the shim's lines of /proc/self/maps). */
