@@ -13,6 +13,7 @@
 #include "agent_io/stacks.h"
 #include "common/log.h"
 #include "common/record.h"
+#include "preload/fdguard.h"
 #include "preload/hooks.h"
 #include "preload/sampler.h"
 
@@ -27,6 +28,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,6 +38,7 @@
 static struct {
     const struct shim_config *cfg;
     int rfd, wfd;
+    uint64_t rino; /* inode of rfd: see channel_check */
     pthread_mutex_t lock; /* tables[cur], the control flags */
     pthread_cond_t wake, done;
     struct stack_table tables[2];
@@ -45,6 +48,7 @@ static struct {
     int started;
     int term_flush_pending; /* a terminating-signal handler waits for the flush */
     int term_pipe[2];
+    uint64_t term_wino;
     int64_t period_start_ns;
     uint64_t seq;
     uint64_t lost_seen; /* sampler loss counters already reported */
@@ -88,8 +92,45 @@ static int make_socketpair(void)
     int sz = 4 << 20;
     setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
     setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    /* High numbers, guarded from the host's close-everything loops. */
+    sv[0] = fdguard_take(sv[0]);
+    sv[1] = fdguard_take(sv[1]);
+    struct stat rst, wst;
+    if (fstat(sv[0], &rst) != 0 || fstat(sv[1], &wst) != 0) {
+        close(sv[0]);
+        close(sv[1]);
+        return -1;
+    }
     C.rfd = sv[0];
     C.wfd = sv[1];
+    C.rino = (uint64_t)rst.st_ino;
+    sampler_fd_ino = (uint64_t)wst.st_ino;
+    return 0;
+}
+
+static uint64_t ino_of(int fd)
+{
+    struct stat st;
+    return fd >= 0 && fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+/* The host may have closed our descriptors (daemons close every fd) and
+ * reused the numbers: never read from (or let the handler write to) what is
+ * now the host's file. Make a new channel instead; the old numbers are the
+ * host's and are left alone. Caller holds C.lock. Returns 0 when usable. */
+static int channel_check_locked(void)
+{
+    if (C.rfd >= 0 && ino_of(C.rfd) == C.rino)
+        return 0;
+    sampler_fd = -1;
+    fdguard_release(C.rfd);
+    fdguard_release(C.wfd);
+    if (make_socketpair() != 0) {
+        C.rfd = C.wfd = -1;
+        return -1;
+    }
+    sampler_fd = C.wfd;
+    log_info("the program closed the shim's sample channel; made a new one");
     return 0;
 }
 
@@ -110,8 +151,14 @@ static int init_state(void)
     C.hostname[sizeof C.hostname - 1] = '\0';
     C.period_start_ns = now_ns(CLOCK_REALTIME);
     C.term_flush_pending = 0;
-    if (pipe2(C.term_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+    if (pipe2(C.term_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
         C.term_pipe[0] = C.term_pipe[1] = -1;
+    } else {
+        C.term_pipe[0] = fdguard_take(C.term_pipe[0]);
+        C.term_pipe[1] = fdguard_take(C.term_pipe[1]);
+    }
+    sampler_term_done_ino = ino_of(C.term_pipe[0]);
+    C.term_wino = ino_of(C.term_pipe[1]);
     sampler_term_done_fd = C.term_pipe[0];
     if (make_socketpair() != 0)
         return -1;
@@ -151,6 +198,8 @@ static void thread_name_of(int tid, char out[16])
 static void drain_locked(void)
 {
     static struct sample_rec rec; /* only ever used under C.lock */
+    if (channel_check_locked() != 0)
+        return;
     for (;;) {
         ssize_t n = recv(C.rfd, &rec, sizeof rec, MSG_DONTWAIT);
         if (n < 0) {
@@ -194,6 +243,8 @@ static void *collector_thread(void *arg)
         int r = poll(&p, 1, 1000);
         if (r < 0 && errno != EINTR)
             return NULL;
+        if (r > 0 && (p.revents & (POLLNVAL | POLLERR | POLLHUP)))
+            usleep(100000); /* the fd is gone or not ours: drain_locked re-makes it */
         pthread_mutex_lock(&C.lock);
         drain_locked();
         pthread_mutex_unlock(&C.lock);
@@ -299,7 +350,7 @@ static void *uploader_thread(void *arg)
             int term = C.term_flush_pending;
             C.term_flush_pending = 0;
             pthread_mutex_unlock(&C.lock);
-            if (term && C.term_pipe[1] >= 0) {
+            if (term && C.term_pipe[1] >= 0 && ino_of(C.term_pipe[1]) == C.term_wino) {
                 ssize_t w = write(C.term_pipe[1], "x", 1);
                 (void)w;
             }

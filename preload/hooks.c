@@ -14,9 +14,13 @@
  *  loader   dlopen, dlclose, dl_iterate_phdr: mark "inside the loader" so the
  *           handler does not unwind through half-updated loader lists
  *  signals  sigaction, signal: the host sees its own view of the sampling
- *           signal; when it installs a real handler, sampling moves away */
+ *           signal; when it installs a real handler, sampling moves away
+ *  fds      close, close_range, closefrom, dup2, dup3, pipe2: the shim's and
+ *           libunwind's descriptors (preload/fdguard.c) survive a host that
+ *           closes everything; pipe2 and close are async-signal-safe here */
 #include "preload/hooks.h"
 
+#include "preload/fdguard.h"
 #include "preload/sampler.h"
 #include "preload/shim.h"
 
@@ -46,6 +50,12 @@ static int (*real_dlclose)(void *);
 static int (*real_dl_iterate_phdr)(int (*)(struct dl_phdr_info *, size_t, void *), void *);
 static int (*real_sigaction)(int, const struct sigaction *, struct sigaction *);
 static sighandler_t (*real_signal)(int, sighandler_t);
+static int (*real_close)(int);
+static int (*real_close_range)(unsigned, unsigned, int);
+static void (*real_closefrom)(int);
+static int (*real_dup2)(int, int);
+static int (*real_dup3)(int, int, int);
+static int (*real_pipe2)(int[2], int);
 
 #define RESOLVE(name)                                                                              \
     do {                                                                                           \
@@ -68,6 +78,12 @@ void hooks_resolve(void)
     RESOLVE(dl_iterate_phdr);
     RESOLVE(sigaction);
     RESOLVE(signal);
+    RESOLVE(close);
+    RESOLVE(close_range);
+    RESOLVE(closefrom);
+    RESOLVE(dup2);
+    RESOLVE(dup3);
+    RESOLVE(pipe2);
 }
 
 /* ---- signals ------------------------------------------------------------ */
@@ -425,5 +441,113 @@ EXPORT int dl_iterate_phdr(int (*cb)(struct dl_phdr_info *, size_t, void *), voi
     sampler_tls.in_loader++;
     int rc = real_dl_iterate_phdr(cb, data);
     sampler_tls.in_loader--;
+    return rc;
+}
+
+/* ---- descriptors -------------------------------------------------------- */
+
+static int internal_caller(void)
+{
+    return sampler_tls.in_unwinder || sampler_tls.shim_thread;
+}
+
+/* Async-signal-safe (libunwind closes its pipe from the sampling handler). */
+EXPORT int close(int fd)
+{
+    RESOLVE(close);
+    if (fdguard_is(fd)) {
+        if (!internal_caller())
+            return 0; /* the host closes what it never opened: keep it, say done */
+        fdguard_release(fd);
+    }
+    if (!real_close)
+        return (int)syscall(SYS_close, fd);
+    return real_close(fd);
+}
+
+static int close_range_real(unsigned first, unsigned last, int flags)
+{
+    if (real_close_range)
+        return real_close_range(first, last, flags);
+    return (int)syscall(SYS_close_range, first, last, flags);
+}
+
+/* Close [first, last] except the guarded descriptors. */
+static int close_range_guarded(unsigned first, unsigned last, int flags)
+{
+    if ((flags & CLOSE_RANGE_CLOEXEC) || !fdguard_in_range(first, last) || internal_caller())
+        return close_range_real(first, last, flags);
+    unsigned cur = first;
+    int rc = 0;
+    for (;;) {
+        /* lowest guarded fd >= cur within range */
+        unsigned next = last;
+        int found = 0;
+        for (unsigned fd = cur; fd <= last && !found; fd++) {
+            if (fdguard_is((int)fd)) {
+                next = fd;
+                found = 1;
+            }
+            if (fd == last || fd - cur > 65536)
+                break;
+        }
+        if (!found) {
+            if (cur <= last)
+                rc |= close_range_real(cur, last, flags);
+            return rc;
+        }
+        if (next > cur)
+            rc |= close_range_real(cur, next - 1, flags);
+        if (next == last)
+            return rc;
+        cur = next + 1;
+    }
+}
+
+EXPORT int close_range(unsigned first, unsigned last, int flags)
+{
+    RESOLVE(close_range);
+    return close_range_guarded(first, last, flags);
+}
+
+EXPORT void closefrom(int lowfd)
+{
+    RESOLVE(closefrom);
+    if (!fdguard_in_range(lowfd < 0 ? 0 : (unsigned)lowfd, ~0u) && real_closefrom) {
+        real_closefrom(lowfd);
+        return;
+    }
+    int saved = errno;
+    close_range_guarded(lowfd < 0 ? 0 : (unsigned)lowfd, ~0u, 0);
+    errno = saved;
+}
+
+/* The host wants this very number: it gets it; the shim's channel notices
+ * (inode check) and makes a new one. */
+EXPORT int dup2(int oldfd, int newfd)
+{
+    RESOLVE(dup2);
+    if (fdguard_is(newfd) && oldfd != newfd && !internal_caller())
+        fdguard_release(newfd);
+    return real_dup2(oldfd, newfd);
+}
+
+EXPORT int dup3(int oldfd, int newfd, int flags)
+{
+    RESOLVE(dup3);
+    if (fdguard_is(newfd) && oldfd != newfd && !internal_caller())
+        fdguard_release(newfd);
+    return real_dup3(oldfd, newfd, flags);
+}
+
+/* Async-signal-safe. libunwind (re)creates its validation pipe with pipe2. */
+EXPORT int pipe2(int fds[2], int flags)
+{
+    RESOLVE(pipe2);
+    int rc = real_pipe2 ? real_pipe2(fds, flags) : (int)syscall(SYS_pipe2, fds, flags);
+    if (rc == 0 && sampler_tls.in_unwinder) {
+        fds[0] = fdguard_take(fds[0]);
+        fds[1] = fdguard_take(fds[1]);
+    }
     return rc;
 }

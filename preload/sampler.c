@@ -29,6 +29,7 @@ __thread struct sampler_thread sampler_tls TLS_IE = {.timer_id = -1};
 struct sampler_counters sampler_counters;
 volatile int sampler_signo;
 volatile int sampler_fd = -1;
+volatile uint64_t sampler_fd_ino;
 volatile int sampler_active;
 volatile int sampler_host_ignores;
 int sampler_cookie;
@@ -146,7 +147,9 @@ static void warm_unwind(void)
 {
     if (sampler_unw_backtrace) {
         void *tmp[32];
+        sampler_tls.in_unwinder = 1;
         sampler_unw_backtrace(tmp, 32);
+        sampler_tls.in_unwinder = 0;
     }
 }
 

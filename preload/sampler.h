@@ -19,6 +19,7 @@ struct sampler_thread {
     int in_loader;    /* > 0 inside dlopen/dlclose/dl_iterate_phdr/fork: skip samples */
     int in_handler;   /* re-entrancy guard */
     int shim_thread;  /* one of the shim's own threads: never armed, hooks pass through */
+    int in_unwinder;  /* inside libunwind: its pipe2/close calls are on guarded fds */
     uint64_t span_id, root_span_id; /* set by the HTTP hooks (later) */
     struct sample_rec rec;          /* the record being built (kept off the stack) */
     void *frames[REC_MAX_FRAMES + 16];
@@ -45,10 +46,14 @@ void sampler_on_terminate(int sig, siginfo_t *si, void *uc);
 /* Read end of the pipe the uploader writes one byte to when a flush asked for
  * by sampler_on_terminate is done; -1 when none. */
 extern volatile int sampler_term_done_fd;
+extern volatile uint64_t sampler_term_done_ino;
 
 /* Shared between sampler.c (sets) and sighandler.c (reads). */
 extern volatile int sampler_signo;      /* 0 when CPU sampling is off */
 extern volatile int sampler_fd;         /* write end of the socketpair, -1 when none */
+/* Inode of that socket: a host that closes every fd and opens its own at the
+ * same number must never receive our records (checked with fstat). */
+extern volatile uint64_t sampler_fd_ino;
 extern volatile int sampler_active;     /* records are accepted */
 extern int sampler_cookie;              /* &sampler_cookie tags our timers' signals */
 extern int (*sampler_unw_backtrace)(void **, int);

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -41,6 +42,14 @@ static void foreign_signal(int sig)
     dfl.sa_handler = SIG_DFL;
     hooks_real_sigaction(sig, &dfl, NULL);
     raise(sig);
+}
+
+/* Async-signal-safe. Is fd still the object we opened? A host may close every
+ * descriptor (daemons do) and reuse the numbers for its own files. */
+static int still_ours(int fd, uint64_t ino)
+{
+    struct stat st;
+    return fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_ino == ino && ino != 0;
 }
 
 /* Async-signal-safe. */
@@ -71,7 +80,9 @@ void sampler_on_signal(int sig, siginfo_t *si, void *ucv)
 
     ucontext_t *uc = ucv;
     uintptr_t ip = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+    t->in_unwinder = 1;
     int n = sampler_unw_backtrace(t->frames, (int)(sizeof t->frames / sizeof t->frames[0]));
+    t->in_unwinder = 0;
     /* The walk starts in this handler: skip to the interrupted pc (after the
      * kernel's signal trampoline). */
     int first = -1;
@@ -101,7 +112,9 @@ void sampler_on_signal(int sig, siginfo_t *si, void *ucv)
     r->weight = weight;
     r->span_id = t->span_id;
     r->root_span_id = t->root_span_id;
-    ssize_t w = send(fd, r, REC_SIZE(nf), MSG_DONTWAIT | MSG_NOSIGNAL);
+    ssize_t w = -1;
+    if (still_ours(fd, sampler_fd_ino))
+        w = send(fd, r, REC_SIZE(nf), MSG_DONTWAIT | MSG_NOSIGNAL);
     if (w < 0)
         count(&sampler_counters.lost_write, weight);
     else
@@ -111,6 +124,7 @@ void sampler_on_signal(int sig, siginfo_t *si, void *ucv)
 }
 
 volatile int sampler_term_done_fd = -1;
+volatile uint64_t sampler_term_done_ino;
 
 /* Async-signal-safe. Runs on the host thread the kernel picked for a
  * process-directed SIGTERM/SIGINT. The wait is bounded (900 ms): if the
@@ -121,7 +135,7 @@ void sampler_on_terminate(int sig, siginfo_t *si, void *ucv)
     (void)si;
     (void)ucv;
     int fd = sampler_fd, done = sampler_term_done_fd;
-    if (fd >= 0 && done >= 0) {
+    if (still_ours(fd, sampler_fd_ino) && still_ours(done, sampler_term_done_ino)) {
         struct sample_rec r;
         memset(&r, 0, REC_HEADER_SIZE);
         r.magic = REC_MAGIC_FLUSH;

@@ -20,7 +20,11 @@
  * addresses and 4 * max_entries frames; when either bound is hit the whole
  * cache is dropped (cheaper and simpler than LRU bookkeeping on a path whose
  * misses cost microseconds, and a profile's hot pcs come back at once).
- * An entry is valid while its mapping is live. Addresses in no mapping are
+ * An entry is valid while its mapping is live; a hit does not re-check the
+ * process (that would cost a syscall or the loader lock per pc), so a caller
+ * that symbolizes in batches calls sym_refresh() before each batch: cheap
+ * when nothing changed, and it retires mappings that went away. Misses do
+ * check the loader's add/remove counter and refresh when it moved. Addresses in no mapping are
  * cached too ("negative" entries), so garbage pcs from a bad unwind do not
  * re-read /proc/self/maps every time: such an entry holds while the live set
  * is unchanged, the loader has not added or removed an object since (a cheap
@@ -284,7 +288,8 @@ static uint32_t now_ms(const sym_ctx *ctx)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint32_t)((ts.tv_sec - ctx->t0.tv_sec) * 1000 + (ts.tv_nsec - ctx->t0.tv_nsec) / 1000000);
+    return (uint32_t)((ts.tv_sec - ctx->t0.tv_sec) * 1000 +
+                      (ts.tv_nsec - ctx->t0.tv_nsec) / 1000000);
 }
 
 /* Remember a result. Failing to (out of memory) only costs a later miss. */
@@ -542,10 +547,18 @@ int sym_resolve(sym_ctx *ctx, uint64_t pc, int is_return_address, sym_frame *fra
         }
     }
 
+    /* A dlclose + dlopen can put another library where a mapping we still
+     * think live was; the loader's counter says so for the price of one
+     * dl_iterate_phdr step, small next to a lookup. */
+    int refreshed = 0;
+    if (sym_loader_generation() != ctx->loader_gen) {
+        sym_refresh(ctx);
+        refreshed = 1;
+    }
     struct map_int *m = live_find(ctx, addr);
     if (m == NULL) {
         /* Maybe a library dlopen'd since the last refresh. */
-        if (sym_refresh(ctx) == 0)
+        if (!refreshed && sym_refresh(ctx) == 0)
             m = live_find(ctx, addr);
         if (m == NULL) {
             cache_put(ctx, addr, -1, NULL, 0);
@@ -585,11 +598,15 @@ const sym_mapping *sym_mapping_get(const sym_ctx *ctx, int i)
     return &ctx->maps[i]->pub;
 }
 
+/* libdw's own data (parsed DWARF, line tables, mmapped files) is not
+ * counted: it is not ours to measure, and it is bounded by the code the
+ * process has actually run through. */
 size_t sym_memory(const sym_ctx *ctx)
 {
     if (ctx == NULL)
         return 0;
-    return sizeof *ctx + ctx->snap.cap + (size_t)ctx->snap.cap_lines * sizeof(sym_maps_line) +
+    return sizeof *ctx + sym_dwfl_memory(ctx->dw) + ctx->snap.cap +
+           (size_t)ctx->snap.cap_lines * sizeof(sym_maps_line) +
            (size_t)ctx->cap_maps * sizeof(struct map_int *) +
            (size_t)ctx->nmaps * sizeof(struct map_int) +
            (size_t)ctx->cap_live * sizeof(struct map_int *) +

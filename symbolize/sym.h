@@ -40,7 +40,9 @@ typedef struct sym_frame {
 sym_ctx *sym_new(void);
 
 /* Re-read /proc/self/maps (after dlopen/dlclose). Cached results for mappings
- * that did not change stay valid. Returns 0 or a negative errno-style code. */
+ * that did not change stay valid. Returns 0 or a negative errno-style code.
+ * Cheap when nothing changed: callers symbolizing in batches (one profile)
+ * call it before each batch, since cache hits do not re-check the process. */
 int sym_refresh(sym_ctx *ctx);
 
 /* Resolve pc. is_return_address != 0 means pc is a return address from a stack
@@ -52,7 +54,9 @@ int sym_refresh(sym_ctx *ctx);
 int sym_resolve(sym_ctx *ctx, uint64_t pc, int is_return_address, sym_frame *frames, int max,
                 const sym_mapping **map);
 
-/* Number of mappings known now, and the i-th one (0 <= i < count). */
+/* Number of mappings known now, and the i-th one (0 <= i < count). Mappings
+ * that have since been unmapped stay (index and strings valid until
+ * sym_free); sym_resolve only returns current ones. */
 int sym_mapping_count(const sym_ctx *ctx);
 const sym_mapping *sym_mapping_get(const sym_ctx *ctx, int i);
 

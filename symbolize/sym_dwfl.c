@@ -300,7 +300,10 @@ static void build_syms(Dwfl_Module *mod, struct mod_data *md)
 {
     md->syms_done = 1;
     int n = dwfl_module_getsymtab(mod);
-    if (n <= 0 || add_file(md, NULL) != 0)
+    if (n <= 0)
+        return;
+    add_file(md, NULL); /* files[0]: "no file" */
+    if (md->files == NULL)
         return;
     struct sym_tmp *t = malloc((size_t)n * sizeof *t);
     if (t == NULL)
@@ -802,6 +805,27 @@ int sym_dwfl_frames(sym_dwfl *d, uint64_t addr, sym_raw_frame *out, int max)
         }
     }
     return n;
+}
+
+static int memory_cb(Dwfl_Module *mod, void **userdata, const char *name, Dwarf_Addr start,
+                     void *arg)
+{
+    const struct mod_data *md = *userdata;
+    size_t *total = arg;
+    if (md != NULL) {
+        *total += sizeof *md + md->nsyms * sizeof *md->syms + md->nsec * sizeof *md->sec_end +
+                  md->nfiles * sizeof *md->files + md->capcus * sizeof *md->cus;
+        for (size_t i = 0; i < md->ncus; i++)
+            *total += md->cus[i].n * sizeof *md->cus[i].v;
+    }
+    return DWARF_CB_OK;
+}
+
+size_t sym_dwfl_memory(sym_dwfl *d)
+{
+    size_t total = sizeof *d;
+    dwfl_getmodules(d->dwfl, memory_cb, &total, 0);
+    return total;
 }
 
 int sym_dwfl_build_id(sym_dwfl *d, uint64_t addr, char *out, size_t outsz)

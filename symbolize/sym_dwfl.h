@@ -33,6 +33,9 @@ int sym_dwfl_report(sym_dwfl *d, const sym_maps *m);
  * module covers addr, 0 when none does. */
 int sym_dwfl_frames(sym_dwfl *d, uint64_t addr, sym_raw_frame *out, int max);
 
+/* Bytes held by our per-module indexes (not libdw's own data). */
+size_t sym_dwfl_memory(sym_dwfl *d);
+
 /* Build id (lowercase hex) of the module containing addr, read from its file.
  * 0 on success, -1 if unknown. */
 int sym_dwfl_build_id(sym_dwfl *d, uint64_t addr, char *out, size_t outsz);

@@ -120,9 +120,14 @@ static int parse_line(const char *p, const char *end, sym_maps_line *l)
 int sym_maps_read(sym_maps *m)
 {
     int rc = read_all("/proc/self/maps", m);
-    if (rc < 0)
-        return rc;
+    return rc < 0 ? rc : sym_maps_parse(m);
+}
+
+int sym_maps_parse(sym_maps *m)
+{
     m->n = 0;
+    if (m->text == NULL)
+        return 0;
     const char *p = m->text, *stop = m->text + m->len;
     while (p < stop) {
         const char *nl = memchr(p, '\n', (size_t)(stop - p));

@@ -27,6 +27,9 @@ typedef struct sym_maps {
 /* Read and parse /proc/self/maps into m (reusing its buffers). Lines that do
  * not parse are skipped. 0 or a negative errno. */
 int sym_maps_read(sym_maps *m);
+/* Parse m->text[0..m->len) (the part of sym_maps_read after reading; exposed
+ * for tests). 0 or -ENOMEM. */
+int sym_maps_parse(sym_maps *m);
 void sym_maps_release(sym_maps *m);
 
 /* Address range of one loaded ELF image (all its PT_LOAD segments) and its

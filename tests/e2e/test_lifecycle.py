@@ -99,6 +99,19 @@ for mode in ("early", "late"):
     else:
         t.ok(False, "sigprof host (%s): still profiled on another signal" % mode, (files, p.err))
 
+# ---- a host that closes every fd and reuses the numbers ----
+out = tmpdir()
+p = run([os.path.join(PROGS, "closefds")], shim_env(out, extra={"DD_SHIM_SAMPLE_HZ": "999"}))
+t.ok(p.returncode == 0 and p.out.startswith("clean"),
+     "a host that closes every fd: nothing of the shim lands in its reused descriptors", p.out + p.err)
+files = profiles_in(out)
+if go and files:
+    f, total, text = pprof_top(files)
+    t.ok("daemon_work" in f and (total or 0) >= 0.8,
+         "... and it is still profiled after its fds were closed (%.2f s of 1.2)" % (total or 0), text)
+else:
+    t.ok(False, "... and it is still profiled after its fds were closed", (files, p.err))
+
 # ---- bad configuration: one clear line, that part off, host unaffected ----
 cases = [
     ({"DD_SHIM_SAMPLE_HZ": "fast"}, "DD_SHIM_SAMPLE_HZ", False),

@@ -2,6 +2,7 @@
  * (built -O2 -g), a library dlopen'd after the context was made, libc, the
  * vdso and libstdc++. Prints TAP; exits non-zero if any check failed.
  * Timings are printed as "# perf:" comments, never asserted. */
+#include <dirent.h>
 #include <dlfcn.h>
 #include <elf.h>
 #include <errno.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "symbolize/sym.h"
+#include "symbolize/sym_maps.h" /* internal: the maps parser, fed odd input */
 
 /* ---- TAP ------------------------------------------------------------------ */
 
@@ -230,6 +232,22 @@ static int copy_file(const char *from, int to_fd)
     return r < 0 ? -1 : 0;
 }
 
+/* Open descriptors as a bitmap over 0..1023. */
+static void open_fds(unsigned char *set)
+{
+    memset(set, 0, 1024);
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] != '.' && fd != dirfd(d) && fd >= 0 && fd < 1024)
+            set[fd] = 1;
+    }
+    closedir(d);
+}
+
 static uint64_t now_ns(void)
 {
     struct timespec ts;
@@ -329,6 +347,45 @@ static int cross_check_addr2line(sym_ctx *ctx, const char *exe, const sym_mappin
 
 /* ---- the checks --------------------------------------------------------------------- */
 
+static void check_maps_parser(void)
+{
+    static const char text[] =
+        "00400000-00452000 r-xp 00000000 08:02 173521      /usr/bin/dbus-daemon\n"
+        "7f0000000000-7f0000001000 r-xp 00001000 fd:01 42 /dir with spaces/lib x.so (deleted)\n"
+        "7f0000002000-7f0000003000 rwxp 00000000 00:00 0 \n"
+        "garbage line\n"
+        "\n"
+        "7f0000005000-7f0000004000 r-xp 00000000 00:00 0\n"
+        "12345678901234567-7f0000009000 r-xp 00000000 00:00 0 /too/long/hex\n"
+        "7f000000a000-7f000000b000 r-x\n"
+        "ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]\n"
+        "7f0000006000-7f0000007000 r--p 0000a000 08:02 173521 /no/newline/at/end";
+    sym_maps m = {0};
+    m.text = malloc(sizeof text);
+    memcpy(m.text, text, sizeof text);
+    m.len = m.cap = sizeof text - 1;
+    int rc = sym_maps_parse(&m);
+    int ok = rc == 0 && m.n == 5;
+    static const struct {
+        uint64_t start, offset;
+        int exec;
+        const char *path;
+    } want[5] = {
+        {0x400000, 0, 1, "/usr/bin/dbus-daemon"},
+        {0x7f0000000000, 0x1000, 1, "/dir with spaces/lib x.so (deleted)"},
+        {0x7f0000002000, 0, 1, ""},
+        {0xffffffffff600000, 0, 1, "[vsyscall]"},
+        {0x7f0000006000, 0xa000, 0, "/no/newline/at/end"},
+    };
+    for (int i = 0; ok && i < 5; i++)
+        ok = m.lines[i].start == want[i].start && m.lines[i].offset == want[i].offset &&
+             m.lines[i].exec == want[i].exec && m.lines[i].path_len == strlen(want[i].path) &&
+             memcmp(m.lines[i].path, want[i].path, m.lines[i].path_len) == 0;
+    check(ok && m.lines[0].inode == 173521 && m.lines[1].dev_major == 0xfd,
+          "maps parser: odd paths kept, malformed lines skipped (%d lines)", m.n);
+    sym_maps_release(&m);
+}
+
 int main(void)
 {
     sym_frame f[16];
@@ -340,6 +397,10 @@ int main(void)
         return 1;
     }
     exe[el] = '\0';
+
+    static unsigned char fds_before[1024], fds_after[1024];
+    open_fds(fds_before);
+    check_maps_parser();
 
     uint64_t t0 = now_ns();
     sym_ctx *ctx = sym_new();
@@ -465,7 +526,8 @@ int main(void)
             }
             check(call && want_line && n == 1 && strcmp(f[0].name, "symtest_dl_call") == 0 &&
                       strcmp(base_name(f[0].file), "symtest_dl.c") == 0 && f[0].line == *want_line,
-                  "a call site in it: symtest_dl_call at symtest_dl.c:%d", want_line ? *want_line : 0);
+                  "a call site in it: symtest_dl_call at symtest_dl.c:%d",
+                  want_line ? *want_line : 0);
             char want[200] = "";
             file_build_id(lib, want, sizeof want);
             check(m && ends_with(m->path, "/libsymtest_dl.so") && strcmp(m->build_id, want) == 0,
@@ -511,6 +573,29 @@ int main(void)
                 unlink(tmp);
             }
             skip("deleted library # SKIP cannot write %s", tmp);
+        }
+    }
+
+    /* a stripped library: named from .dynsym, no file:line */
+    {
+        char lib[PATH_MAX], tmp[] = "/tmp/symtest_stripped_XXXXXX.so", cmd[2 * PATH_MAX + 64];
+        snprintf(lib, sizeof lib, "%.*s/libsymtest_dl.so", (int)(strrchr(exe, '/') - exe), exe);
+        int fd = access("/usr/bin/strip", X_OK) == 0 ? mkstemps(tmp, 3) : -1;
+        if (fd < 0) {
+            skip("stripped library # SKIP no strip(1) or no /tmp");
+        } else {
+            close(fd);
+            snprintf(cmd, sizeof cmd, "/usr/bin/strip --strip-all -o '%s' '%s'", tmp, lib);
+            void *h = system(cmd) == 0 ? dlopen(tmp, RTLD_NOW | RTLD_LOCAL) : NULL;
+            uint64_t pc = h ? (uint64_t)(uintptr_t)dlsym(h, "symtest_dl_function") : 0;
+            n = pc ? sym_resolve(ctx, pc + 1, 0, f, 16, &m) : 0;
+            unlink(tmp);
+            show("stripped", f, n);
+            check(n == 1 && strcmp(f[0].name, "symtest_dl_function") == 0 && f[0].file[0] == '\0' &&
+                      f[0].line == 0,
+                  "stripped library: %s from .dynsym, no line", n ? f[0].name : "");
+            if (h)
+                dlclose(h);
         }
     }
 
@@ -576,6 +661,18 @@ int main(void)
         else
             check(mism == 0 && compared > 0, "frames match addr2line -i -f -C (%d frames compared)",
                   compared);
+    }
+
+    /* libdw keeps files open: they must not leak into programs the host execs */
+    {
+        open_fds(fds_after);
+        int held = 0, leaky = 0;
+        for (int fd = 0; fd < 1024; fd++)
+            if (fds_after[fd] && !fds_before[fd]) {
+                held++;
+                leaky += !(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+            }
+        check(leaky == 0, "descriptors held by symbolization are close-on-exec (%d held)", held);
     }
 
     /* bounded cache: tiny limit, same answers */
