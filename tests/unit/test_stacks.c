@@ -44,11 +44,12 @@ int main(void)
     stacks_add(&t, &a);
     stacks_add(&t, &a);
     stacks_add(&t, &b);
+    stacks_add(&t, &b);
     stacks_add(&t, &c);
     const struct stack_entry *ea = find(&t, 1, 0x1000), *eb = find(&t, 2, 0x1000);
     ok(t.len == 3, "same stack on another thread is another entry");
     ok(ea && ea->samples == 2 && ea->periods == 2, "identical samples aggregate");
-    ok(eb && eb->samples == 1 && eb->periods == 3, "weights (1 + overrun) are summed as periods");
+    ok(eb && eb->samples == 2 && eb->periods == 6, "weights (1 + overrun) are summed as periods");
     struct sample_rec s = a;
     s.span_id = 77;
     stacks_add(&t, &s);
