@@ -242,6 +242,13 @@ static pprof_builder *build_profile(struct agent_ctx *c, const struct agent_prof
             labels[nlab++] = (pprof_label){"local root span id", NULL, (int64_t)e->root_span_id, NULL};
         pprof_add_sample(bd.b, locs, nl, values, labels, nlab);
     }
+    if (p->samples_taken) {
+        char text[128];
+        snprintf(text, sizeof text, "ddshim: %llu samples, signal handler %llu ns per sample (mean)",
+                 (unsigned long long)p->samples_taken,
+                 (unsigned long long)(p->handler_ns / p->samples_taken));
+        pprof_add_comment(bd.b, text);
+    }
     uint64_t lost = p->lost_periods + t->dropped_periods;
     if (lost) {
         uint64_t l = pseudo_location(&bd, "[ddshim] lost samples", 4);

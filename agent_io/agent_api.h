@@ -25,6 +25,8 @@ struct agent_profile {
     int64_t start_ns, end_ns;   /* CLOCK_REALTIME */
     int64_t period_ns;          /* CPU time one timer period stands for */
     uint64_t lost_periods;      /* periods lost before the table (handler/socket) */
+    uint64_t samples_taken;     /* records the handler wrote this period */
+    uint64_t handler_ns;        /* time the handler spent on them */
     uint64_t seq;               /* profile_seq */
     int final;                  /* the process is exiting */
 };

@@ -5,6 +5,9 @@
  * execs or takes a terminating signal, and only waits on a condition variable
  * with a deadline. Nothing here runs in signal context.
  *
+ * Samples arrive through the lock-free ring of preload/ring.h, which the
+ * collector drains every 10 ms (no descriptor, no wake-up per sample).
+ *
  * The uploader dlopen's libddshim-agent.so (RTLD_LOCAL) on its first delivery,
  * so processes that never produce a profile never load libcurl or libdw. */
 #include "agent_io/collector.h"
@@ -13,32 +16,30 @@
 #include "agent_io/stacks.h"
 #include "common/log.h"
 #include "common/record.h"
-#include "preload/fdguard.h"
 #include "preload/hooks.h"
 #include "preload/sampler.h"
 
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #define MAX_STACKS 4096
 #define MAX_FRAMES_TOTAL (128 * 1024)
+#define RING_BYTES (512 * 1024)
+#define COLLECT_INTERVAL_MS 10
 
 static struct {
     const struct shim_config *cfg;
-    int rfd, wfd;
-    uint64_t rino; /* inode of rfd: see channel_check */
     pthread_mutex_t lock; /* tables[cur], the control flags */
     pthread_cond_t wake, done;
     struct stack_table tables[2];
@@ -47,17 +48,16 @@ static struct {
     long flush_timeout_ms;
     int started;
     int term_flush_pending; /* a terminating-signal handler waits for the flush */
-    int term_pipe[2];
-    uint64_t term_wino;
     int64_t period_start_ns;
     uint64_t seq;
     uint64_t lost_seen; /* sampler loss counters already reported */
+    uint64_t samples_seen, handler_ns_seen;
     void *agent_lib;
     const struct ddshim_agent_ops *ops;
     void *agent_ctx;
     char runtime_id[37];
     char hostname[256];
-} C = {.rfd = -1, .wfd = -1};
+} C;
 
 static int64_t now_ns(clockid_t clk)
 {
@@ -83,57 +83,6 @@ static void make_runtime_id(char out[37])
              b[13], b[14], b[15]);
 }
 
-static int make_socketpair(void)
-{
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) != 0)
-        return -1;
-    /* Room for bursts while the uploader is busy; capped by net.core.wmem_max. */
-    int sz = 4 << 20;
-    setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
-    setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
-    /* High numbers, guarded from the host's close-everything loops. */
-    sv[0] = fdguard_take(sv[0]);
-    sv[1] = fdguard_take(sv[1]);
-    struct stat rst, wst;
-    if (fstat(sv[0], &rst) != 0 || fstat(sv[1], &wst) != 0) {
-        close(sv[0]);
-        close(sv[1]);
-        return -1;
-    }
-    C.rfd = sv[0];
-    C.wfd = sv[1];
-    C.rino = (uint64_t)rst.st_ino;
-    sampler_fd_ino = (uint64_t)wst.st_ino;
-    return 0;
-}
-
-static uint64_t ino_of(int fd)
-{
-    struct stat st;
-    return fd >= 0 && fstat(fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
-}
-
-/* The host may have closed our descriptors (daemons close every fd) and
- * reused the numbers: never read from (or let the handler write to) what is
- * now the host's file. Make a new channel instead; the old numbers are the
- * host's and are left alone. Caller holds C.lock. Returns 0 when usable. */
-static int channel_check_locked(void)
-{
-    if (C.rfd >= 0 && ino_of(C.rfd) == C.rino)
-        return 0;
-    sampler_fd = -1;
-    fdguard_release(C.rfd);
-    fdguard_release(C.wfd);
-    if (make_socketpair() != 0) {
-        C.rfd = C.wfd = -1;
-        return -1;
-    }
-    sampler_fd = C.wfd;
-    log_info("the program closed the shim's sample channel; made a new one");
-    return 0;
-}
-
 static int init_state(void)
 {
     pthread_mutex_init(&C.lock, NULL);
@@ -151,29 +100,18 @@ static int init_state(void)
     C.hostname[sizeof C.hostname - 1] = '\0';
     C.period_start_ns = now_ns(CLOCK_REALTIME);
     C.term_flush_pending = 0;
-    if (pipe2(C.term_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
-        C.term_pipe[0] = C.term_pipe[1] = -1;
-    } else {
-        C.term_pipe[0] = fdguard_take(C.term_pipe[0]);
-        C.term_pipe[1] = fdguard_take(C.term_pipe[1]);
-    }
-    sampler_term_done_ino = ino_of(C.term_pipe[0]);
-    C.term_wino = ino_of(C.term_pipe[1]);
-    sampler_term_done_fd = C.term_pipe[0];
-    if (make_socketpair() != 0)
-        return -1;
     return 0;
 }
 
 int collector_init(const struct shim_config *cfg)
 {
     C.cfg = cfg;
-    if (init_state() != 0)
+    if (init_state() != 0 || ring_init(&sampler_ring, RING_BYTES) != 0)
         return -1;
     if (stacks_init(&C.tables[0], MAX_STACKS, MAX_FRAMES_TOTAL) != 0 ||
         stacks_init(&C.tables[1], MAX_STACKS, MAX_FRAMES_TOTAL) != 0)
         return -1;
-    return C.wfd;
+    return 0;
 }
 
 static void thread_name_of(int tid, char out[16])
@@ -194,37 +132,35 @@ static void thread_name_of(int tid, char out[16])
         *nl = '\0';
 }
 
+static void take_record(const void *data, uint32_t len, void *arg)
+{
+    (void)arg;
+    static struct sample_rec rec; /* only ever used under C.lock */
+    if (len < REC_HEADER_SIZE || len > sizeof rec)
+        return;
+    memcpy(&rec, data, len);
+    if (len == REC_HEADER_SIZE && rec.magic == REC_MAGIC_FLUSH) {
+        C.term_flush_pending = 1;
+        C.flush_timeout_ms = 850;
+        C.flush_req++;
+        pthread_cond_broadcast(&C.wake);
+        return;
+    }
+    if (rec.magic != REC_MAGIC || rec.nframes > REC_MAX_FRAMES || len != REC_SIZE(rec.nframes))
+        return;
+    struct stack_table *t = &C.tables[C.cur];
+    if (!stacks_has_thread(t, rec.tid)) {
+        char name[16];
+        thread_name_of(rec.tid, name);
+        stacks_set_thread(t, rec.tid, name);
+    }
+    stacks_add(t, &rec);
+}
+
 /* Drain every pending record into the current table. Caller holds C.lock. */
 static void drain_locked(void)
 {
-    static struct sample_rec rec; /* only ever used under C.lock */
-    if (channel_check_locked() != 0)
-        return;
-    for (;;) {
-        ssize_t n = recv(C.rfd, &rec, sizeof rec, MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return;
-        }
-        if ((size_t)n == REC_HEADER_SIZE && rec.magic == REC_MAGIC_FLUSH) {
-            C.term_flush_pending = 1;
-            C.flush_timeout_ms = 850;
-            C.flush_req++;
-            pthread_cond_broadcast(&C.wake);
-            continue;
-        }
-        if ((size_t)n < REC_HEADER_SIZE || rec.magic != REC_MAGIC || rec.nframes > REC_MAX_FRAMES ||
-            (size_t)n != REC_SIZE(rec.nframes))
-            continue;
-        struct stack_table *t = &C.tables[C.cur];
-        if (!stacks_has_thread(t, rec.tid)) {
-            char name[16];
-            thread_name_of(rec.tid, name);
-            stacks_set_thread(t, rec.tid, name);
-        }
-        stacks_add(t, &rec);
-    }
+    ring_drain(&sampler_ring, take_record, NULL);
 }
 
 static void block_all_signals(void)
@@ -239,16 +175,15 @@ static void *collector_thread(void *arg)
     (void)arg;
     sampler_tls.shim_thread = 1;
     for (;;) {
-        struct pollfd p = {.fd = C.rfd, .events = POLLIN};
-        int r = poll(&p, 1, 1000);
-        if (r < 0 && errno != EINTR)
-            return NULL;
-        if (r > 0 && (p.revents & (POLLNVAL | POLLERR | POLLHUP)))
-            usleep(100000); /* the fd is gone or not ours: drain_locked re-makes it */
+        /* The ring holds ~1 s of samples of dozens of busy threads; looking
+         * every 10 ms keeps it far from full at a few wake-ups a second's cost. */
+        struct timespec d = {0, COLLECT_INTERVAL_MS * 1000000L};
+        nanosleep(&d, NULL);
         pthread_mutex_lock(&C.lock);
         drain_locked();
         pthread_mutex_unlock(&C.lock);
     }
+    return NULL;
 }
 
 static int load_agent(void)
@@ -299,6 +234,11 @@ static void deliver(int final, long timeout_ms)
     uint64_t lost_total = sampler_losses();
     uint64_t lost = lost_total - C.lost_seen;
     C.lost_seen = lost_total;
+    uint64_t samples_total = __atomic_load_n(&sampler_counters.samples, __ATOMIC_RELAXED);
+    uint64_t hns_total = __atomic_load_n(&sampler_counters.handler_ns, __ATOMIC_RELAXED);
+    uint64_t samples = samples_total - C.samples_seen, hns = hns_total - C.handler_ns_seen;
+    C.samples_seen = samples_total;
+    C.handler_ns_seen = hns_total;
     if (t->len == 0 && lost == 0 && t->dropped_samples == 0) {
         stacks_reset(t);
         return; /* no CPU samples in this period: nothing worth a profile */
@@ -316,6 +256,7 @@ static void deliver(int final, long timeout_ms)
         if (C.agent_ctx) {
             struct agent_profile p = {.stacks = t, .start_ns = start, .end_ns = end,
                                       .period_ns = sampler_period_ns(), .lost_periods = lost,
+                                      .samples_taken = samples, .handler_ns = hns,
                                       .seq = C.seq, .final = final};
             C.ops->deliver_profile(C.agent_ctx, &p, timeout_ms);
             C.seq++;
@@ -350,9 +291,9 @@ static void *uploader_thread(void *arg)
             int term = C.term_flush_pending;
             C.term_flush_pending = 0;
             pthread_mutex_unlock(&C.lock);
-            if (term && C.term_pipe[1] >= 0 && ino_of(C.term_pipe[1]) == C.term_wino) {
-                ssize_t w = write(C.term_pipe[1], "x", 1);
-                (void)w;
+            if (term) {
+                __atomic_fetch_add(&sampler_term_gen, 1, __ATOMIC_RELEASE);
+                syscall(SYS_futex, &sampler_term_gen, FUTEX_WAKE_PRIVATE, 1 << 30, NULL, NULL, 0);
             }
             continue;
         }
@@ -398,12 +339,9 @@ int collector_has_data(void)
     pthread_mutex_lock(&C.lock);
     int any = C.tables[C.cur].len > 0;
     pthread_mutex_unlock(&C.lock);
-    if (!any) {
-        int avail = 0;
-        struct pollfd p = {.fd = C.rfd, .events = POLLIN};
-        avail = poll(&p, 1, 0) > 0;
-        any = avail;
-    }
+    if (!any)
+        any = __atomic_load_n(&sampler_ring.head, __ATOMIC_ACQUIRE) !=
+              __atomic_load_n(&sampler_ring.tail, __ATOMIC_ACQUIRE);
     return any;
 }
 
@@ -437,8 +375,8 @@ int collector_after_fork_child(void)
 {
     /* The parent's threads do not exist here; their locks and tables are
      * abandoned as they were (copies of the parent's memory). */
-    C.rfd = C.wfd = -1;
     C.agent_ctx = NULL;
+    ring_reset(&sampler_ring);
     struct stack_table fresh[2];
     if (stacks_init(&fresh[0], MAX_STACKS, MAX_FRAMES_TOTAL) != 0 ||
         stacks_init(&fresh[1], MAX_STACKS, MAX_FRAMES_TOTAL) != 0)
@@ -448,7 +386,9 @@ int collector_after_fork_child(void)
     if (init_state() != 0)
         return -1;
     C.lost_seen = sampler_losses();
+    C.samples_seen = sampler_counters.samples;
+    C.handler_ns_seen = sampler_counters.handler_ns;
     if (collector_start() != 0)
         return -1;
-    return C.wfd;
+    return 0;
 }

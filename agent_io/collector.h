@@ -1,5 +1,5 @@
 /* agent_io/collector.h — the shim's two background threads: the collector
- * (drains sample records from the socketpair into the aggregation table) and
+ * (drains sample records from the sample ring into the aggregation table) and
  * the uploader (every upload period and at exit: swaps the table out and hands
  * it to libddshim-agent.so to symbolize, build and deliver). Both block every
  * signal. Started by the constructor, restarted in a fork child. */
@@ -8,15 +8,15 @@
 
 #include "preload/config.h"
 
-/* Create the socketpair; returns the write end for the sampler, -1 on error. */
+/* Map the sample ring and set up the state; 0 or -1. */
 int collector_init(const struct shim_config *cfg);
 /* Start the threads. 0 or -1. */
 int collector_start(void);
 /* Deliver what is aggregated now, waiting at most timeout_ms; further samples
  * are not delivered after a final flush (process exit). */
 void collector_final_flush(long timeout_ms);
-/* In a fork child (single-threaded): fresh socketpair, tables, runtime-id,
- * threads. Returns the new write end, -1 on error. */
+/* In a fork child (single-threaded): emptied ring, fresh tables, runtime-id,
+ * threads. 0 or -1. */
 int collector_after_fork_child(void);
 /* True when there is anything a flush would deliver. */
 int collector_has_data(void);

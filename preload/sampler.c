@@ -28,8 +28,7 @@
 __thread struct sampler_thread sampler_tls TLS_IE = {.timer_id = -1};
 struct sampler_counters sampler_counters;
 volatile int sampler_signo;
-volatile int sampler_fd = -1;
-volatile uint64_t sampler_fd_ino;
+struct ring sampler_ring;
 volatile int sampler_active;
 volatile int sampler_host_ignores;
 int sampler_cookie;
@@ -153,7 +152,7 @@ static void warm_unwind(void)
     }
 }
 
-int sampler_init(int hz, int fd)
+int sampler_init(int hz)
 {
     period_ns = 1000000000LL / hz;
     /* RTLD_LOCAL: libunwind.so exports _Unwind_RaiseException and backtrace;
@@ -166,8 +165,12 @@ int sampler_init(int hz, int fd)
     }
     int (*set_policy)(void *, int) = (int (*)(void *, int))dlsym(h, "_ULx86_64_set_caching_policy");
     void **as = dlsym(h, "_ULx86_64_local_addr_space");
+    /* libunwind initialises itself here (and opens its memory-validation
+     * pipe): mark it so the pipe2 hook moves and guards that pipe. */
+    sampler_tls.in_unwinder = 1;
     if (set_policy && as)
         set_policy(*as, 2 /* UNW_CACHE_PER_THREAD */);
+    sampler_tls.in_unwinder = 0;
     sampler_unw_backtrace = (int (*)(void **, int))dlsym(h, "unw_backtrace");
     if (!sampler_unw_backtrace) {
         log_warn("CPU profiling is off: libunwind has no unw_backtrace");
@@ -182,7 +185,6 @@ int sampler_init(int hz, int fd)
     }
     if (s != SIGPROF)
         log_info("SIGPROF has a handler already; sampling with signal %d", s);
-    sampler_fd = fd;
     sampler_signo = s;
     sampler_active = 1;
     return 0;
@@ -227,14 +229,14 @@ void sampler_thread_end(void)
     t->timer_id = -1;
 }
 
-void sampler_after_fork_child(int fd)
+void sampler_after_fork_child(void)
 {
     /* Timers are not inherited; the registry lock may have been held by a
      * thread that does not exist here. */
     pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
     reg_lock = fresh;
     reg_len = 0;
-    sampler_fd = fd;
+    ring_reset(&sampler_ring);
     sampler_tls.timer_id = -1;
     sampler_thread_begin();
 }

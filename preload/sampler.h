@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "common/record.h"
+#include "preload/ring.h"
 
 #define TLS_IE __attribute__((tls_model("initial-exec")))
 
@@ -34,6 +35,7 @@ struct sampler_counters {
     uint64_t lost_write;     /* periods lost: socket full */
     uint64_t lost_unwind;    /* stacks that could not be unwound (leaf only kept) */
     uint64_t timers_failed;  /* threads that could not get a timer */
+    uint64_t handler_ns;     /* time spent in the handler for written samples */
 };
 extern struct sampler_counters sampler_counters;
 
@@ -43,17 +45,13 @@ void sampler_on_signal(int sig, siginfo_t *si, void *uc);
  * the final profile, wait for it (bounded), then die of the signal as the host
  * would have. */
 void sampler_on_terminate(int sig, siginfo_t *si, void *uc);
-/* Read end of the pipe the uploader writes one byte to when a flush asked for
- * by sampler_on_terminate is done; -1 when none. */
-extern volatile int sampler_term_done_fd;
-extern volatile uint64_t sampler_term_done_ino;
+/* Bumped (and futex-woken) by the uploader when a flush asked for by
+ * sampler_on_terminate is done. */
+extern volatile int sampler_term_gen;
 
 /* Shared between sampler.c (sets) and sighandler.c (reads). */
 extern volatile int sampler_signo;      /* 0 when CPU sampling is off */
-extern volatile int sampler_fd;         /* write end of the socketpair, -1 when none */
-/* Inode of that socket: a host that closes every fd and opens its own at the
- * same number must never receive our records (checked with fstat). */
-extern volatile uint64_t sampler_fd_ino;
+extern struct ring sampler_ring;        /* the sample channel to the collector */
 extern volatile int sampler_active;     /* records are accepted */
 extern int sampler_cookie;              /* &sampler_cookie tags our timers' signals */
 extern int (*sampler_unw_backtrace)(void **, int);
@@ -63,13 +61,13 @@ extern volatile int sampler_host_ignores;
 
 /* Set up at start (constructor): load libunwind privately, install the
  * handler on a free signal, remember period. Returns 0 or -1 (sampling off). */
-int sampler_init(int hz, int fd);
+int sampler_init(int hz);
 /* Arm the calling thread (new thread start, main thread, fork child). */
 void sampler_thread_begin(void);
 /* Disarm the calling thread (before it exits / execs). */
 void sampler_thread_end(void);
 /* In a fork child: forget the parent's timers and threads, re-arm this thread. */
-void sampler_after_fork_child(int fd);
+void sampler_after_fork_child(void);
 /* The host wants our signal for itself: move sampling to another signal. */
 int sampler_yield_signal(void);
 /* Stop everything (process exit). */

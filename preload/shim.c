@@ -60,13 +60,12 @@ static void fork_child(void)
     sampler_tls.in_loader--;
     if (!shim_profiling_on)
         return;
-    int fd = collector_after_fork_child();
-    if (fd < 0) {
+    if (collector_after_fork_child() != 0) {
         shim_profiling_on = 0;
-        sampler_fd = -1;
+        sampler_active = 0;
         return;
     }
-    sampler_after_fork_child(fd);
+    sampler_after_fork_child();
 }
 
 /* SIGTERM and SIGINT left at their default (terminate): hold them so the
@@ -101,12 +100,11 @@ __attribute__((constructor)) static void shim_init(void)
         goto out;
 
     struct sigaction before;
-    int fd = collector_init(&shim_cfg);
-    if (fd < 0) {
+    if (collector_init(&shim_cfg) != 0) {
         log_warn("cannot set up the sample channel (%s); CPU profiling is off", strerror(errno));
         goto out;
     }
-    if (sampler_init(shim_cfg.sample_hz, fd) != 0)
+    if (sampler_init(shim_cfg.sample_hz) != 0)
         goto out;
     /* The host's view of the signal is what it was before we took it. */
     memset(&before, 0, sizeof before);

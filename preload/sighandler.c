@@ -6,20 +6,20 @@
  *
  * A sample: unwind the interrupted stack with libunwind's unw_backtrace (its
  * fast path caches frame types per address, warmed per thread outside the
- * handler), keep the frames from the interrupted pc on, and send one datagram
- * to the collector thread. What cannot be taken or sent is counted. */
+ * handler), keep the frames from the interrupted pc on, and copy one record
+ * into the sample ring (preload/ring.h). What cannot be taken or kept is
+ * counted. */
 #include "preload/sampler.h"
 
 #include "preload/hooks.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <time.h>
 #include <signal.h>
 #include <stddef.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -44,14 +44,6 @@ static void foreign_signal(int sig)
     raise(sig);
 }
 
-/* Async-signal-safe. Is fd still the object we opened? A host may close every
- * descriptor (daemons do) and reuse the numbers for its own files. */
-static int still_ours(int fd, uint64_t ino)
-{
-    struct stat st;
-    return fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_ino == ino && ino != 0;
-}
-
 /* Async-signal-safe. */
 void sampler_on_signal(int sig, siginfo_t *si, void *ucv)
 {
@@ -64,8 +56,7 @@ void sampler_on_signal(int sig, siginfo_t *si, void *ucv)
         return;
     }
     uint32_t weight = 1u + (si->si_overrun > 0 ? (uint32_t)si->si_overrun : 0u);
-    int fd = sampler_fd;
-    if (!sampler_active || fd < 0 || t->in_handler || sampler_unw_backtrace == NULL) {
+    if (!sampler_active || t->in_handler || sampler_unw_backtrace == NULL) {
         count(&sampler_counters.lost_busy, weight);
         errno = saved_errno;
         return;
@@ -77,6 +68,8 @@ void sampler_on_signal(int sig, siginfo_t *si, void *ucv)
         return;
     }
     t->in_handler = 1;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
 
     ucontext_t *uc = ucv;
     uintptr_t ip = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
@@ -112,19 +105,20 @@ void sampler_on_signal(int sig, siginfo_t *si, void *ucv)
     r->weight = weight;
     r->span_id = t->span_id;
     r->root_span_id = t->root_span_id;
-    ssize_t w = -1;
-    if (still_ours(fd, sampler_fd_ino))
-        w = send(fd, r, REC_SIZE(nf), MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (w < 0)
+    if (ring_put(&sampler_ring, r, REC_SIZE(nf)) != 0) {
         count(&sampler_counters.lost_write, weight);
-    else
+    } else {
+        struct timespec t1;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
         count(&sampler_counters.samples, 1);
+        count(&sampler_counters.handler_ns,
+              (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec)));
+    }
     t->in_handler = 0;
     errno = saved_errno;
 }
 
-volatile int sampler_term_done_fd = -1;
-volatile uint64_t sampler_term_done_ino;
+volatile int sampler_term_gen;
 
 /* Async-signal-safe. Runs on the host thread the kernel picked for a
  * process-directed SIGTERM/SIGINT. The wait is bounded (900 ms): if the
@@ -134,26 +128,24 @@ void sampler_on_terminate(int sig, siginfo_t *si, void *ucv)
 {
     (void)si;
     (void)ucv;
-    int fd = sampler_fd, done = sampler_term_done_fd;
-    if (still_ours(fd, sampler_fd_ino) && still_ours(done, sampler_term_done_ino)) {
-        struct sample_rec r;
-        memset(&r, 0, REC_HEADER_SIZE);
-        r.magic = REC_MAGIC_FLUSH;
-        if (send(fd, &r, REC_HEADER_SIZE, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)REC_HEADER_SIZE) {
-            struct timespec t0, t1;
-            clock_gettime(CLOCK_MONOTONIC, &t0);
-            for (;;) {
-                struct pollfd p = {.fd = done, .events = POLLIN};
-                clock_gettime(CLOCK_MONOTONIC, &t1);
-                long spent = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
-                if (spent >= 900)
-                    break;
-                int r = poll(&p, 1, (int)(900 - spent));
-                if (r > 0 || (r < 0 && errno != EINTR))
-                    break;
-                if (r == 0)
-                    break;
+    int gen = __atomic_load_n(&sampler_term_gen, __ATOMIC_ACQUIRE);
+    struct sample_rec r;
+    r.magic = REC_MAGIC_FLUSH;
+    r.nframes = 0;
+    if (ring_put(&sampler_ring, &r, REC_HEADER_SIZE) == 0) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while (__atomic_load_n(&sampler_term_gen, __ATOMIC_ACQUIRE) == gen) {
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            long spent = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+            if (spent >= 900)
+                break;
+            struct timespec left = {0, (900 - spent) * 1000000L};
+            if (left.tv_nsec >= 1000000000L) {
+                left.tv_sec = left.tv_nsec / 1000000000L;
+                left.tv_nsec %= 1000000000L;
             }
+            syscall(SYS_futex, &sampler_term_gen, FUTEX_WAIT_PRIVATE, gen, &left, NULL, 0);
         }
     }
     struct sigaction dfl;
