@@ -1,0 +1,66 @@
+/* agent_io/traces.h — APM traces to the Agent (/v0.4/traces, msgpack) or, with
+ * no Agent, to the output directory as JSON lines (one span a line). Used
+ * only by the uploader thread (libddshim-agent.so). */
+#ifndef DDSHIM_TRACES_H
+#define DDSHIM_TRACES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agent_io/transport.h"
+
+struct span_kv {
+    const char *key;
+    const char *str;   /* meta value (NULL for a metric) */
+    double num;        /* metric value */
+};
+
+/* One finished span, as WIRE.md section 2 describes it. */
+struct span_out {
+    uint64_t trace_id;      /* low 64 bits, never 0 */
+    uint64_t span_id;       /* never 0 */
+    uint64_t parent_id;     /* 0 for a root */
+    const char *name, *service, *resource, *type;
+    int64_t start;          /* ns since the epoch */
+    int64_t duration;       /* ns */
+    int32_t error;
+    const struct span_kv *meta;    size_t nmeta;
+    const struct span_kv *metrics; size_t nmetrics;
+};
+
+/* Encode spans as a /v0.4/traces body: an array of traces, each an array of
+ * the spans sharing one trace_id (order of first appearance). msgpack-c.
+ * *out is malloc'd. *ntraces gets the number of traces. 0 or -1. */
+int traces_encode(const struct span_out *spans, size_t n, uint8_t **out, size_t *out_len,
+                  size_t *ntraces);
+
+/* Everything the trace upload headers need. */
+struct traces_meta {
+    const char *lang_version;     /* Datadog-Meta-Lang-Version */
+    const char *tracer_version;   /* Datadog-Meta-Tracer-Version */
+    const char *container_id;     /* may be NULL */
+};
+
+/* PUT <agent>/v0.4/traces with Content-Type application/msgpack,
+ * X-Datadog-Trace-Count, Datadog-Meta-Lang: cpp, Datadog-Meta-Lang-Version,
+ * Datadog-Meta-Tracer-Version, Datadog-Client-Computed-Top-Level: yes,
+ * Datadog-Container-ID when known. On a 2xx answer, the reply's
+ * rate_by_service object (JSON text, malloc'd) goes to *rates_json (NULL if
+ * none). Returns 0 on 2xx, -1 otherwise; *http_status as in aio_upload_profile. */
+int traces_upload(const aio_target *t, const struct traces_meta *m, const uint8_t *body,
+                  size_t len, size_t ntraces, long timeout_ms, long *http_status,
+                  char **rates_json);
+
+/* Look up the sampling rate for service/env in a rate_by_service JSON object
+ * ({"service:web,env:prod": 0.5, "service:,env:": 1}). Returns the rate, or
+ * -1 when neither the exact key nor the default key is present. */
+double traces_rate_for(const char *rates_json, const char *service, const char *env);
+
+/* Append spans to <dir>/<service>.<pid>.traces.jsonl (created 0600, O_APPEND,
+ * O_NOFOLLOW, dir 0700 as aio_write_profile_file does), one JSON object per
+ * line with the fields of span_out (ids as unsigned decimal numbers; meta and
+ * metrics as objects). Returns 0 or -1. */
+int traces_write_jsonl(const char *dir, const char *service, int64_t pid,
+                       const struct span_out *spans, size_t n);
+
+#endif
