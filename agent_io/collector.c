@@ -243,8 +243,16 @@ static void deliver(int final, long timeout_ms)
         stacks_reset(t);
         return; /* no CPU samples in this period: nothing worth a profile */
     }
+    /* Say it once on stderr when it matters (over 1 % of the period's
+     * samples); otherwise only at info level. Always in the profile. */
+    static int warned;
+    int level = LOG_INFO;
+    if (!warned && (lost + t->dropped_periods) * 100 > (samples + lost + 1)) {
+        warned = 1;
+        level = LOG_WARN;
+    }
     if (lost || t->dropped_samples)
-        log_info("profile %llu: %llu timer periods lost in the handler, %llu samples did not fit",
+        log_msg(level, "profile %llu: %llu timer periods lost in the handler, %llu samples did not fit",
                  (unsigned long long)C.seq, (unsigned long long)lost,
                  (unsigned long long)t->dropped_samples);
     if (load_agent() == 0) {
