@@ -36,14 +36,18 @@ COMMON_O  := $(call mod_objs,common)
 PRELOAD_O := $(call mod_objs,preload)
 PPROF_O   := $(call mod_objs,pprof) $(GEN_O)
 SYM_O     := $(call mod_objs,symbolize)
+# http/: parser and conn run in host threads (libddshim.so); the span rules in the uploader.
+SPANRULES_O := $(filter-out $(B)/obj/http/parser.o $(B)/obj/http/conn.o,$(call mod_objs,http))
 # libddshim.so: what runs inside the host (hooks, sampler, collector); libc only.
-SHIM_OBJS := $(COMMON_O) $(PRELOAD_O) $(B)/obj/agent_io/collector.o $(B)/obj/agent_io/stacks.o
+SHIM_OBJS := $(COMMON_O) $(PRELOAD_O) $(B)/obj/agent_io/collector.o $(B)/obj/agent_io/stacks.o \
+             $(B)/obj/http/conn.o $(B)/obj/http/parser.o
 # libddshim-agent.so: dlopen'd RTLD_LOCAL by the uploader thread on first use.
 AGENT_OBJS := $(COMMON_O) $(B)/obj/agent_io/agent.o $(B)/obj/agent_io/transport.o $(B)/obj/agent_io/stacks.o \
-              $(PPROF_O) $(SYM_O)
+              $(B)/obj/agent_io/traces.o $(B)/obj/agent_io/spans.o $(B)/obj/preload/config.o \
+              $(SPANRULES_O) $(PPROF_O) $(SYM_O)
 LIB_OBJS  := $(SHIM_OBJS) $(AGENT_OBJS)
 
-.PHONY: all deps test run clean check-sigsafe check-static bench
+.PHONY: all deps test run clean check-sigsafe check-static bench fuzz
 all: $(B)/libddshim.so $(B)/libddshim-agent.so
 
 deps:
@@ -92,6 +96,12 @@ $(B)/tests/test_config: tests/unit/test_config.c $(B)/obj/preload/config.o $(COM
 $(B)/tests/test_stacks: tests/unit/test_stacks.c $(B)/obj/agent_io/stacks.o $(COMMON_O)
 	@mkdir -p $(dir $@)
 	$(CC) $(UNIT_CFLAGS) -o $@ $^ $(LDSAN)
+$(B)/tests/test_traces: tests/unit/test_traces.c $(B)/obj/agent_io/traces.o $(B)/obj/agent_io/transport.o $(COMMON_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(UNIT_CFLAGS) -o $@ $^ $(LDSAN) -lcurl -ljansson -lmsgpackc
+$(B)/tests/test_http_parser: tests/unit/test_http_parser.c $(B)/obj/http/parser.o $(COMMON_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(UNIT_CFLAGS) -o $@ $^ $(LDSAN)
 UNIT_TESTS := $(patsubst tests/unit/test_%.c,$(B)/tests/test_%,$(wildcard tests/unit/test_*.c))
 
 # ---- programs the end-to-end tests run under the shim ------------------------
@@ -129,6 +139,12 @@ check-static: all
 
 bench: all $(PROGS)
 	@sh bench/run.sh
+
+# libFuzzer on the HTTP parsers (clang); build/fuzz/ holds the binary, the
+# growing corpus and any crash artifact.
+FUZZ_SECONDS ?= 600
+fuzz:
+	sh tests/fuzz/run-fuzz.sh $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(B)

@@ -4,6 +4,7 @@
  * uploader thread; never on host threads, never in signal context. The one
  * exported symbol is ddshim_agent_ops_v1 (agent_io/agent.map). */
 #include "agent_io/agent_api.h"
+#include "agent_io/spans.h"
 #include "agent_io/transport.h"
 #include "common/log.h"
 #include "pprof/pprof.h"
@@ -28,8 +29,9 @@ struct agent_ctx {
     int target_ok;
     int agent_state;       /* 0 unknown, 1 up, -1 down */
     int64_t next_probe_ns; /* when down: when to ask /info again */
-    int said_where;
+    int said_where, said_traces;
     sym_ctx *sym;
+    struct spans_state *spans;
 };
 
 static int64_t mono_ns(void)
@@ -63,6 +65,7 @@ static void agent_destroy(void *p)
         return;
     if (c->sym)
         sym_free(c->sym);
+    spans_free(c->spans);
     free(c);
 }
 
@@ -307,6 +310,8 @@ static int agent_deliver(void *p, const struct agent_profile *prof, long timeout
         .container_id = c->container_id[0] ? c->container_id : NULL,
         .profiler_version = DDSHIM_VERSION, .pid = c->pid, .seq = prof->seq,
         .start_ns = prof->start_ns, .end_ns = prof->end_ns, .endpoint_counts_json = NULL};
+    char *endpoints = c->spans ? spans_take_endpoint_counts(c->spans) : NULL;
+    meta.endpoint_counts_json = endpoints;
 
     int delivered = 0, to_agent = 0;
     if (agent_up(c, left)) {
@@ -337,12 +342,42 @@ static int agent_deliver(void *p, const struct agent_profile *prof, long timeout
                      cfg->output_dir);
     }
     free(gz);
+    free(endpoints);
     return delivered ? 0 : -1;
+}
+
+static int agent_deliver_traces(void *p, const uint8_t *recs, size_t len, size_t count,
+                                uint64_t dropped, long timeout_ms)
+{
+    struct agent_ctx *c = p;
+    if (!c->spans)
+        c->spans = spans_new(c->cfg, c->runtime_id, c->pid, c->container_id);
+    if (!c->spans)
+        return -1;
+    int up = agent_up(c, timeout_ms);
+    int to_agent = 0, to_file = 0;
+    int rc = spans_deliver(c->spans, up ? &c->target : NULL, recs, len, count, dropped, timeout_ms,
+                           &to_agent, &to_file);
+    if (up && !to_agent) {
+        c->agent_state = -1;
+        c->next_probe_ns = mono_ns();
+    }
+    if (!c->said_traces && (to_agent || to_file)) {
+        c->said_traces = 1;
+        if (to_agent)
+            log_info("traces go to the Agent at %s", c->cfg->agent_url);
+        else
+            log_warn("%straces are written to %s/%s.%lld.traces.jsonl",
+                     c->cfg->output_dir_set ? "" : "no Datadog Agent answers; ", c->cfg->output_dir,
+                     c->cfg->service, (long long)c->pid);
+    }
+    return rc;
 }
 
 __attribute__((visibility("default"))) const struct ddshim_agent_ops ddshim_agent_ops_v1 = {
     .abi = DDSHIM_AGENT_ABI,
     .create = agent_create,
     .deliver_profile = agent_deliver,
+    .deliver_traces = agent_deliver_traces,
     .destroy = agent_destroy,
 };

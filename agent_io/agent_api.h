@@ -11,7 +11,7 @@
 #include "agent_io/stacks.h"
 #include "preload/config.h"
 
-#define DDSHIM_AGENT_ABI 1
+#define DDSHIM_AGENT_ABI 2
 
 struct agent_settings {
     const struct shim_config *cfg;
@@ -36,6 +36,10 @@ struct ddshim_agent_ops {
     void *(*create)(const struct agent_settings *s);
     /* Symbolize, build, send or write. 0 when delivered somewhere. */
     int (*deliver_profile)(void *ctx, const struct agent_profile *p, long timeout_ms);
+    /* Turn span records (each preceded by its uint32 length) into traces and
+     * send or write them; dropped = spans that did not fit before this. */
+    int (*deliver_traces)(void *ctx, const uint8_t *recs, size_t len, size_t count,
+                          uint64_t dropped, long timeout_ms);
     void (*destroy)(void *ctx);
 };
 

@@ -14,6 +14,8 @@
 
 #include "agent_io/agent_api.h"
 #include "agent_io/stacks.h"
+#include "common/span_rec.h"
+#include "http/conn.h"
 #include "common/log.h"
 #include "common/record.h"
 #include "preload/hooks.h"
@@ -37,6 +39,8 @@
 #define MAX_FRAMES_TOTAL (128 * 1024)
 #define RING_BYTES (512 * 1024)
 #define COLLECT_INTERVAL_MS 10
+#define SPAN_BUF_BYTES (4u << 20)
+#define TRACE_FLUSH_MS 1000
 
 static struct {
     const struct shim_config *cfg;
@@ -44,6 +48,10 @@ static struct {
     pthread_cond_t wake, done;
     struct stack_table tables[2];
     int cur;
+    struct span_buf spans[2]; /* span records: the collector fills spans[span_cur] */
+    int span_cur;
+    uint64_t spans_dropped;   /* did not fit the span buffer */
+    int64_t traces_due_ns;
     uint64_t flush_req, flush_done; /* flush generations */
     long flush_timeout_ms;
     int started;
@@ -157,10 +165,42 @@ static void take_record(const void *data, uint32_t len, void *arg)
     stacks_add(t, &rec);
 }
 
+static void take_span(const void *data, uint32_t len, void *arg)
+{
+    (void)arg;
+    struct span_buf *b = &C.spans[C.span_cur];
+    if (len < sizeof(struct span_rec) || ((const struct span_rec *)data)->magic != SPAN_MAGIC)
+        return;
+    size_t need = sizeof(uint32_t) + len;
+    if (b->len + need > SPAN_BUF_BYTES) {
+        C.spans_dropped++;
+        return;
+    }
+    if (b->len + need > b->cap) {
+        size_t ncap = b->cap ? b->cap * 2 : 64 * 1024;
+        while (ncap < b->len + need)
+            ncap *= 2;
+        if (ncap > SPAN_BUF_BYTES)
+            ncap = SPAN_BUF_BYTES;
+        uint8_t *n = realloc(b->data, ncap);
+        if (!n) {
+            C.spans_dropped++;
+            return;
+        }
+        b->data = n;
+        b->cap = ncap;
+    }
+    memcpy(b->data + b->len, &len, sizeof len);
+    memcpy(b->data + b->len + sizeof len, data, len);
+    b->len += need;
+    b->count++;
+}
+
 /* Drain every pending record into the current table. Caller holds C.lock. */
 static void drain_locked(void)
 {
     ring_drain(&sampler_ring, take_record, NULL);
+    ring_drain(&conn_span_ring, take_span, NULL);
 }
 
 static void block_all_signals(void)
@@ -220,6 +260,34 @@ static uint64_t sampler_losses(void)
            __atomic_load_n(&sampler_counters.lost_write, __ATOMIC_RELAXED);
 }
 
+static int ensure_agent(void)
+{
+    if (load_agent() != 0)
+        return -1;
+    if (!C.agent_ctx) {
+        struct agent_settings s = {.cfg = C.cfg, .runtime_id = C.runtime_id,
+                                   .hostname = C.hostname, .pid = getpid()};
+        C.agent_ctx = C.ops->create(&s);
+    }
+    return C.agent_ctx ? 0 : -1;
+}
+
+/* Swap the span buffer out and deliver it. Uploader thread only. */
+static void deliver_traces(long timeout_ms)
+{
+    pthread_mutex_lock(&C.lock);
+    drain_locked();
+    int i = C.span_cur;
+    C.span_cur ^= 1; /* only this thread flips it: spans[i] is ours until then */
+    uint64_t dropped = C.spans_dropped;
+    C.spans_dropped = 0;
+    pthread_mutex_unlock(&C.lock);
+    struct span_buf *b = &C.spans[i];
+    if ((b->count || dropped) && ensure_agent() == 0)
+        C.ops->deliver_traces(C.agent_ctx, b->data, b->len, b->count, dropped, timeout_ms);
+    b->len = b->count = 0;
+}
+
 /* Swap the table out and deliver it. Uploader thread only. */
 static void deliver(int final, long timeout_ms)
 {
@@ -255,13 +323,8 @@ static void deliver(int final, long timeout_ms)
         log_msg(level, "profile %llu: %llu timer periods lost in the handler, %llu samples did not fit",
                  (unsigned long long)C.seq, (unsigned long long)lost,
                  (unsigned long long)t->dropped_samples);
-    if (load_agent() == 0) {
-        if (!C.agent_ctx) {
-            struct agent_settings s = {.cfg = C.cfg, .runtime_id = C.runtime_id,
-                                       .hostname = C.hostname, .pid = getpid()};
-            C.agent_ctx = C.ops->create(&s);
-        }
-        if (C.agent_ctx) {
+    if (ensure_agent() == 0) {
+        {
             struct agent_profile p = {.stacks = t, .start_ns = start, .end_ns = end,
                                       .period_ns = sampler_period_ns(), .lost_periods = lost,
                                       .samples_taken = samples, .handler_ns = hns,
@@ -278,12 +341,14 @@ static void *uploader_thread(void *arg)
     (void)arg;
     sampler_tls.shim_thread = 1;
     long period_ms = (long)C.cfg->upload_period_s * 1000;
+    C.traces_due_ns = now_ns(CLOCK_REALTIME) + TRACE_FLUSH_MS * 1000000LL;
     for (;;) {
-        struct timespec dl;
-        clock_gettime(CLOCK_REALTIME, &dl);
+        /* Wake for whichever comes first: traces (every second, when tracing),
+         * the profile period, or a flush request (exit, exec, signal). */
         int64_t due = C.period_start_ns + (int64_t)period_ms * 1000000LL;
-        dl.tv_sec = due / 1000000000LL;
-        dl.tv_nsec = due % 1000000000LL;
+        if (conn_state && C.traces_due_ns < due)
+            due = C.traces_due_ns;
+        struct timespec dl = {due / 1000000000LL, due % 1000000000LL};
         pthread_mutex_lock(&C.lock);
         int r = 0;
         while (C.flush_req == C.flush_done && r != ETIMEDOUT)
@@ -292,7 +357,10 @@ static void *uploader_thread(void *arg)
         long flush_timeout = C.flush_timeout_ms;
         pthread_mutex_unlock(&C.lock);
         if (req != C.flush_done) {
-            deliver(1, flush_timeout);
+            int64_t t0 = now_ns(CLOCK_MONOTONIC);
+            deliver_traces(flush_timeout / 2);
+            long left = flush_timeout - (long)((now_ns(CLOCK_MONOTONIC) - t0) / 1000000);
+            deliver(1, left > 50 ? left : 50);
             pthread_mutex_lock(&C.lock);
             C.flush_done = req;
             pthread_cond_broadcast(&C.done);
@@ -305,8 +373,14 @@ static void *uploader_thread(void *arg)
             }
             continue;
         }
+        int64_t now = now_ns(CLOCK_REALTIME);
+        if (conn_state && now >= C.traces_due_ns) {
+            C.traces_due_ns = now + TRACE_FLUSH_MS * 1000000LL;
+            deliver_traces(2000);
+        }
         /* A periodic upload may take the whole period when the Agent hangs. */
-        deliver(0, period_ms > 10000 ? 10000 : period_ms);
+        if (now >= C.period_start_ns + (int64_t)period_ms * 1000000LL)
+            deliver(0, period_ms > 10000 ? 10000 : period_ms);
     }
     return NULL;
 }
@@ -345,7 +419,7 @@ int collector_has_data(void)
     if (!C.started)
         return 0;
     pthread_mutex_lock(&C.lock);
-    int any = C.tables[C.cur].len > 0;
+    int any = C.tables[C.cur].len > 0 || C.spans[C.span_cur].count > 0;
     pthread_mutex_unlock(&C.lock);
     if (!any)
         any = __atomic_load_n(&sampler_ring.head, __ATOMIC_ACQUIRE) !=
@@ -385,6 +459,9 @@ int collector_after_fork_child(void)
      * abandoned as they were (copies of the parent's memory). */
     C.agent_ctx = NULL;
     ring_reset(&sampler_ring);
+    memset(C.spans, 0, sizeof C.spans); /* the parent's buffers are abandoned with its threads */
+    C.span_cur = 0;
+    C.spans_dropped = 0;
     struct stack_table fresh[2];
     if (stacks_init(&fresh[0], MAX_STACKS, MAX_FRAMES_TOTAL) != 0 ||
         stacks_init(&fresh[1], MAX_STACKS, MAX_FRAMES_TOTAL) != 0)

@@ -50,4 +50,10 @@ void stacks_reset(struct stack_table *t);
 void stacks_free(struct stack_table *t);
 size_t stacks_memory(const struct stack_table *t);
 
+/* Span records (common/span_rec.h), each preceded by its uint32 length. */
+struct span_buf {
+    uint8_t *data;
+    size_t len, cap, count;
+};
+
 #endif

@@ -30,7 +30,10 @@ struct span_out {
 
 /* Encode spans as a /v0.4/traces body: an array of traces, each an array of
  * the spans sharing one trace_id (order of first appearance). msgpack-c.
- * *out is malloc'd. *ntraces gets the number of traces. 0 or -1. */
+ * *out is malloc'd. *ntraces gets the number of traces. 0 or -1.
+ * Left out (here and in traces_write_jsonl): spans whose trace_id or span_id
+ * is 0, meta entries with a NULL key or value, metrics with a NULL key or a
+ * non-finite value. NULL name/service/resource/type are sent as "". */
 int traces_encode(const struct span_out *spans, size_t n, uint8_t **out, size_t *out_len,
                   size_t *ntraces);
 
@@ -53,13 +56,17 @@ int traces_upload(const aio_target *t, const struct traces_meta *m, const uint8_
 
 /* Look up the sampling rate for service/env in a rate_by_service JSON object
  * ({"service:web,env:prod": 0.5, "service:,env:": 1}). Returns the rate, or
- * -1 when neither the exact key nor the default key is present. */
+ * -1 when neither the exact key nor the default key is present. A value that
+ * is not a number in [0, 1] counts as absent. NULL service/env mean "". */
 double traces_rate_for(const char *rates_json, const char *service, const char *env);
 
 /* Append spans to <dir>/<service>.<pid>.traces.jsonl (created 0600, O_APPEND,
  * O_NOFOLLOW, dir 0700 as aio_write_profile_file does), one JSON object per
  * line with the fields of span_out (ids as unsigned decimal numbers; meta and
- * metrics as objects). Returns 0 or -1. */
+ * metrics as objects). Returns 0 or -1. The batch goes in one write; nothing
+ * is created when no span is left to write. Strings that are not UTF-8 get
+ * their non-ASCII bytes replaced by '_'; anything but a regular file at the
+ * name is refused. */
 int traces_write_jsonl(const char *dir, const char *service, int64_t pid,
                        const struct span_out *spans, size_t n);
 

@@ -2,6 +2,8 @@
  * DD_TRACE_AGENT_URL, building event.json, the multipart profile upload and the
  * /info probe (libcurl easy interface, over TCP or a Unix socket), the
  * container id, and the write of a profile into the local output directory.
+ * traces.c reuses its libcurl handle settings and output-directory checks
+ * through the aio_ helpers at the end of transport.h.
  *
  * Threads: only the shim's uploader thread calls in (it runs with every signal
  * blocked). Nothing here is async-signal-safe and nothing here may be called
@@ -312,7 +314,7 @@ static char *build_tags(const aio_profile_meta *m)
 
 /* json_string() refuses invalid UTF-8 (a service name from argv[0] may be
  * anything): fall back to replacing the non-ASCII bytes. */
-static json_t *json_str_lossy(const char *s)
+json_t *aio_json_str_lossy(const char *s)
 {
     json_t *j = json_string(s);
     if (j)
@@ -368,7 +370,7 @@ char *aio_event_json(const aio_profile_meta *meta)
     bad |= json_array_append_new(att, json_string("profile.pprof")) != 0;
     /* set_new steals the reference even on failure, so no leak on the error path */
     bad |= json_object_set_new(root, "attachments", att) != 0;
-    bad |= json_object_set_new(root, "tags_profiler", json_str_lossy(tags)) != 0;
+    bad |= json_object_set_new(root, "tags_profiler", aio_json_str_lossy(tags)) != 0;
     bad |= json_object_set_new(root, "start", json_string(start)) != 0;
     bad |= json_object_set_new(root, "end", json_string(end)) != 0;
     bad |= json_object_set_new(root, "family", json_string("native")) != 0;
@@ -438,7 +440,7 @@ static curl_socket_t open_socket_cloexec(void *clientp, curlsocktype purpose,
     return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
 }
 
-static CURL *easy_new(const aio_target *t, const char *path, long timeout_ms, char *errbuf)
+CURL *aio_easy_new(const aio_target *t, const char *path, long timeout_ms, char *errbuf)
 {
     if (!t || (t->kind != AIO_URL_HTTP && t->kind != AIO_URL_UNIX) || aio_global_init() < 0)
         return NULL;
@@ -484,7 +486,7 @@ static const char *target_name(const aio_target *t)
 }
 
 /* Runs the transfer; returns the HTTP status, 0 when nothing came back. */
-static long easy_run(CURL *c, const aio_target *t, const char *what, const char *errbuf)
+long aio_easy_run(CURL *c, const aio_target *t, const char *what, const char *errbuf)
 {
     CURLcode rc = curl_easy_perform(c);
     long status = 0;
@@ -502,10 +504,10 @@ static long easy_run(CURL *c, const aio_target *t, const char *what, const char 
 int aio_agent_probe(const aio_target *t, long timeout_ms)
 {
     char errbuf[CURL_ERROR_SIZE];
-    CURL *c = easy_new(t, AIO_INFO_PATH, timeout_ms, errbuf);
+    CURL *c = aio_easy_new(t, AIO_INFO_PATH, timeout_ms, errbuf);
     if (!c)
         return -1;
-    long status = easy_run(c, t, "GET " AIO_INFO_PATH, errbuf);
+    long status = aio_easy_run(c, t, "GET " AIO_INFO_PATH, errbuf);
     curl_easy_cleanup(c);
     return status == 200 ? 0 : -1;
 }
@@ -519,8 +521,8 @@ static int header_value_ok(const char *s)
     return 1;
 }
 
-static struct curl_slist *add_header(struct curl_slist *l, int *bad, const char *name,
-                                     const char *value)
+struct curl_slist *aio_add_header(struct curl_slist *l, int *bad, const char *name,
+                                  const char *value)
 {
     if (*bad)
         return l;
@@ -588,7 +590,7 @@ int aio_upload_profile(const aio_target *t, const aio_profile_meta *meta, const 
     char *event = aio_event_json(meta);
     if (!event)
         return -1;
-    CURL *c = easy_new(t, AIO_PROFILE_PATH, timeout_ms, errbuf);
+    CURL *c = aio_easy_new(t, AIO_PROFILE_PATH, timeout_ms, errbuf);
     struct curl_slist *hdrs = NULL;
     int bad = !c;
     /* The multipart body is built here, not with curl_mime_*: libcurl draws
@@ -600,12 +602,12 @@ int aio_upload_profile(const aio_target *t, const aio_profile_meta *meta, const 
     bad |= !body;
     char ctype[96];
     snprintf(ctype, sizeof ctype, "multipart/form-data; boundary=%s", boundary);
-    hdrs = add_header(hdrs, &bad, "Content-Type", ctype);
-    hdrs = add_header(hdrs, &bad, "DD-EVP-ORIGIN", "ddshim");
-    hdrs = add_header(hdrs, &bad, "DD-EVP-ORIGIN-VERSION",
-                      meta->profiler_version ? meta->profiler_version : "unknown");
+    hdrs = aio_add_header(hdrs, &bad, "Content-Type", ctype);
+    hdrs = aio_add_header(hdrs, &bad, "DD-EVP-ORIGIN", "ddshim");
+    hdrs = aio_add_header(hdrs, &bad, "DD-EVP-ORIGIN-VERSION",
+                          meta->profiler_version ? meta->profiler_version : "unknown");
     if (meta->container_id && meta->container_id[0])
-        hdrs = add_header(hdrs, &bad, "Datadog-Container-ID", meta->container_id);
+        hdrs = aio_add_header(hdrs, &bad, "Datadog-Container-ID", meta->container_id);
     /* curl waits up to a second for "100 Continue" on big bodies; the Agent
      * never needs the handshake, and the wait eats into our timeout. */
     if (!bad) {
@@ -620,7 +622,7 @@ int aio_upload_profile(const aio_target *t, const aio_profile_meta *meta, const 
     }
     long status = 0;
     if (!bad)
-        status = easy_run(c, t, "profile upload", errbuf);
+        status = aio_easy_run(c, t, "profile upload", errbuf);
     else
         log_debug("profile upload not attempted: out of memory or libcurl refused an option");
     if (c)
@@ -659,7 +661,7 @@ static int mkdir_p(const char *dir)
 
 /* The service name comes from DD_SERVICE or argv[0]: keep it to a safe file
  * name alphabet, never hidden, never "." or "..". */
-static void sanitize_service(const char *s, char *out, size_t out_len)
+void aio_sanitize_service(const char *s, char *out, size_t out_len)
 {
     size_t o = 0;
     if (!s || !*s)
@@ -674,7 +676,7 @@ static void sanitize_service(const char *s, char *out, size_t out_len)
         out[0] = '_';
 }
 
-static int write_all_fd(int fd, const void *data, size_t len)
+int aio_write_all(int fd, const void *data, size_t len)
 {
     const char *p = data;
     while (len > 0) {
@@ -717,7 +719,7 @@ static int write_file_atomic(int dfd, const char *dir, const char *name, const v
         log_warn("cannot create a file in %s: %s", dir, strerror(errno));
         return -1;
     }
-    int rc = write_all_fd(fd, data, len);
+    int rc = aio_write_all(fd, data, len);
     int err = errno;
     if (close(fd) < 0 && rc == 0) {
         rc = -1;
@@ -734,19 +736,16 @@ static int write_file_atomic(int dfd, const char *dir, const char *name, const v
     return rc;
 }
 
-int aio_write_profile_file(const char *dir, const aio_profile_meta *meta, const uint8_t *pprof_gz,
-                           size_t len, char *path_out, size_t path_out_len)
+int aio_open_output_dir(const char *dir)
 {
-    if (path_out && path_out_len)
-        path_out[0] = '\0';
-    if (!dir || !*dir || !meta || (!pprof_gz && len))
+    if (!dir || !*dir)
         return -1;
     if (mkdir_p(dir) < 0) {
         log_warn("cannot create output directory %s: %s", dir, strerror(errno));
         return -1;
     }
-    /* Everything below goes through this fd, so the directory we checked is
-     * the directory we write into, whatever happens to the path meanwhile. */
+    /* Callers write through this fd, so the directory we checked is the
+     * directory they write into, whatever happens to the path meanwhile. */
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) {
         log_warn("cannot open output directory %s: %s", dir, strerror(errno));
@@ -755,14 +754,27 @@ int aio_write_profile_file(const char *dir, const aio_profile_meta *meta, const 
     struct stat st;
     if (fstat(dfd, &st) < 0 || ((st.st_mode & S_IWOTH) && st.st_uid != geteuid())) {
         log_warn("output directory %s is world-writable and not ours: refusing to write "
-                 "profiles there (use a private directory)",
+                 "there (use a private directory)",
                  dir);
         close(dfd);
         return -1;
     }
+    return dfd;
+}
+
+int aio_write_profile_file(const char *dir, const aio_profile_meta *meta, const uint8_t *pprof_gz,
+                           size_t len, char *path_out, size_t path_out_len)
+{
+    if (path_out && path_out_len)
+        path_out[0] = '\0';
+    if (!dir || !*dir || !meta || (!pprof_gz && len))
+        return -1;
+    int dfd = aio_open_output_dir(dir);
+    if (dfd < 0)
+        return -1;
 
     char svc[101];
-    sanitize_service(meta->service, svc, sizeof svc);
+    aio_sanitize_service(meta->service, svc, sizeof svc);
     char pprof_name[NAME_MAX + 1], json_name[NAME_MAX + 1];
     int n1 = snprintf(pprof_name, sizeof pprof_name, "%s.%" PRId64 ".%" PRIu64 ".pprof.gz", svc,
                       meta->pid, meta->seq);

@@ -66,4 +66,44 @@ void aio_container_id(char *out, size_t out_len);
 /* Global libcurl init/cleanup, once per process (uploader thread start). */
 int aio_global_init(void);
 
+/* ---- shared with the other agent_io uploaders (traces.c) -------------------
+ * So every request to the Agent gets the same libcurl settings and every file
+ * in the output directory the same checks. Same threads as above. */
+struct curl_slist;
+struct json_t;
+
+/* A libcurl easy handle (a CURL *; void * here to keep curl.h out of this
+ * header) for <t->base><path>: NOSIGNAL, total and connect timeout (a
+ * timeout_ms <= 0 becomes 1 ms, never "forever"), no proxy, http only, no
+ * redirects, close-on-exec sockets, the Unix socket for unix targets, and the
+ * response body discarded until the caller sets CURLOPT_WRITEFUNCTION.
+ * errbuf (CURL_ERROR_SIZE bytes) must outlive the handle. NULL on failure
+ * (also when aio_global_init fails). */
+void *aio_easy_new(const aio_target *t, const char *path, long timeout_ms, char *errbuf);
+
+/* curl_easy_perform on such a handle; the HTTP status, 0 when no answer came
+ * (logged at debug level with `what`). */
+long aio_easy_run(void *curl, const aio_target *t, const char *what, const char *errbuf);
+
+/* Append "name: value" to l. A value that would forge further headers (CR,
+ * LF, control bytes) or is too long is left out; *bad set on OOM, and a set
+ * *bad makes this a no-op. Returns the list (never loses it). */
+struct curl_slist *aio_add_header(struct curl_slist *l, int *bad, const char *name,
+                                  const char *value);
+
+/* mkdir -p dir (0700 for what we create), then open it O_DIRECTORY; refused
+ * (-1, logged) when it is world-writable and not ours. The fd, or -1. */
+int aio_open_output_dir(const char *dir);
+
+/* The service name reduced to a safe file name ([A-Za-z0-9._-], never
+ * hidden); "unnamed-native-app" when s is NULL or empty. */
+void aio_sanitize_service(const char *s, char *out, size_t out_len);
+
+/* write(2) all of data, retrying on EINTR and short writes. 0 or -1. */
+int aio_write_all(int fd, const void *data, size_t len);
+
+/* json_string(s), or when s is not valid UTF-8 a copy with the non-ASCII
+ * bytes replaced by '_' (a json_t *). NULL on OOM. */
+struct json_t *aio_json_str_lossy(const char *s);
+
 #endif

@@ -28,12 +28,33 @@ obf_rule *obf_compile(const char *pattern, char *err, size_t errlen);
  * Returns the length written. */
 size_t obf_apply(const obf_rule *r, const char *in, size_t len, char *out, size_t cap);
 void obf_free(obf_rule *r);
+/* Additions (http/obfuscate.c):
+ * - OBF_DEFAULT_PATTERN is what obf_compile(NULL) uses: the default of current
+ *   dd-trace-java/-py/-dotnet and Datadog's docs. OBF_PATTERN_V1 is the earlier
+ *   default (still dd-trace-js's).
+ * - Supported syntax: literals, escapes (\d \w \s and negations, \b \B \A \z,
+ *   \n \t \xHH, escaped punctuation), classes with ranges, negation and
+ *   [:posix:], groups (capturing ones act as (?:)), named groups, (?#...), |,
+ *   * + ? {n} {n,} {n,m} (also lazy), ^ $, flags i m s x U as (?flags) or
+ *   (?flags:...). Backreferences, lookaround, atomic groups, possessive
+ *   quantifiers and \p classes are refused; programs are capped at 20000
+ *   instructions and counts at 1000.
+ * - obf_apply with r == NULL (a pattern that did not compile) fails closed: the
+ *   whole input becomes "<redacted>". An internal allocation failure withholds
+ *   what was not yet written the same way. Empty matches are ignored.
+ * - Linear: O(len x program size) time, no backtracking, even over all matches. */
+extern const char OBF_DEFAULT_PATTERN[];
+extern const char OBF_PATTERN_V1[];
+/* Instructions in the compiled program (0 for NULL or the "" pattern). */
+int obf_prog_size(const obf_rule *r);
 
 /* ---- http.endpoint ----------------------------------------------------------
  * The path (no query) with id-like segments replaced as Datadog's endpoint
  * inference does: {param:int}, {param:int_id}, {param:hex}, {param:hex_id},
  * {param:str}; at most 8 segments kept; "" path -> "/". Returns length. */
 size_t endpoint_of(const char *path, size_t len, char *out, size_t cap);
+/* Addition: stops at '?' or '#'; whole segments only when out is too small;
+ * segment length for {param:str} counts UTF-8 characters (as Python/Java). */
 
 /* ---- trace context ---------------------------------------------------------- */
 enum { CTX_STYLE_DATADOG = 1, CTX_STYLE_TRACECONTEXT = 2 };
@@ -64,5 +85,9 @@ int ctx_parse_styles(const char *s, int styles[4]);
  * dd-trace (when both Datadog and W3C give the same trace id, the W3C parent
  * id is kept as _dd.parent_id is not needed here). */
 void ctx_extract(const int *styles, int nstyles, const struct ctx_headers *h, struct trace_ctx *out);
+/* Additions (http/context.c): ctx_parse_styles also accepts, and skips, the
+ * Datadog names it does not implement (b3, b3multi, "b3 single header",
+ * baggage). _dd.p.tid is returned in trace_id_hi, not in propagated_tags. A
+ * W3C id whose low 64 bits are zero is refused (trace_id_lo must be nonzero). */
 
 #endif

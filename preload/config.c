@@ -154,6 +154,33 @@ static void apply_otel_attrs(struct shim_config *c, const char *attrs, int have_
     }
 }
 
+int config_header_names(const char *spec, char names[][64], int max)
+{
+    int n = 0;
+    const char *p = spec;
+    while (p && *p && n < max) {
+        while (*p == ',' || *p == ' ')
+            p++;
+        size_t len = strcspn(p, ", ");
+        if (len == 0)
+            break;
+        size_t name_len = strcspn(p, ":, ");
+        if (name_len > len)
+            name_len = len;
+        char *d = names[n];
+        size_t k = 0;
+        for (size_t i = 0; i < name_len && k < 63; i++)
+            d[k++] = (char)tolower((unsigned char)p[i]);
+        d[k] = '\0';
+        p += len;
+        if (!k || !strcmp(d, "authorization") || !strcmp(d, "cookie") || !strcmp(d, "set-cookie") ||
+            !strcmp(d, "proxy-authorization"))
+            continue;
+        n++;
+    }
+    return n;
+}
+
 int config_load(struct shim_config *c, const char *(*g)(const char *), const char *program_name)
 {
     int nbad = 0;
@@ -253,6 +280,8 @@ int config_load(struct shim_config *c, const char *(*g)(const char *), const cha
         copy_str(c->version, sizeof c->version, ver);
     if ((v = get(g, "DD_TAGS")))
         copy_str(c->tags, sizeof c->tags, v);
+    if ((v = get(g, "DD_TRACE_HEADER_TAGS")))
+        copy_str(c->header_tags, sizeof c->header_tags, v);
     if ((v = get(g, "OTEL_RESOURCE_ATTRIBUTES")))
         apply_otel_attrs(c, v, svc || get(g, "OTEL_SERVICE_NAME"), env != NULL, ver != NULL);
     if (c->service[0] == '\0') {

@@ -21,6 +21,7 @@ struct shim_config {
     int output_dir_set;     /* DD_SHIM_OUTPUT_DIR given: always write files */
     int log_level;
     double sample_rate;     /* DD_TRACE_SAMPLE_RATE, -1 when unset */
+    char header_tags[1024]; /* DD_TRACE_HEADER_TAGS, raw */
 };
 
 /* Read the configuration. getenv_fn is getenv in the shim, a fake in tests.
@@ -32,5 +33,11 @@ int config_load(struct shim_config *c, const char *(*getenv_fn)(const char *name
 /* Parse a boolean as Datadog's clients do: true/false/1/0/yes/no/on/off
  * (case-insensitive). Returns 1, 0, or -1 when it is none of them. */
 int config_parse_bool(const char *s);
+
+/* The header names of DD_TRACE_HEADER_TAGS ("header[:tag],..."), lowercase,
+ * in order, credentials (authorization, cookie, set-cookie,
+ * proxy-authorization) left out: at most max names of up to 63 chars.
+ * agent_io/spans.c reads the tags in the same order. Returns the count. */
+int config_header_names(const char *spec, char names[][64], int max);
 
 #endif

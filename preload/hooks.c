@@ -15,11 +15,16 @@
  *           handler does not unwind through half-updated loader lists
  *  signals  sigaction, signal: the host sees its own view of the sampling
  *           signal; when it installs a real handler, sampling moves away
+ *  http     accept, accept4, read, readv, recv, recvfrom, recvmsg (and the
+ *           _chk forms), write, writev, send, sendto, sendmsg, sendfile(64),
+ *           shutdown, dup: bytes of accepted sockets go to http/conn.c; every
+ *           other descriptor costs one branch
  *  fds      close, close_range, closefrom, dup2, dup3, pipe2: the shim's and
  *           libunwind's descriptors (preload/fdguard.c) survive a host that
  *           closes everything; pipe2 and close are async-signal-safe here */
 #include "preload/hooks.h"
 
+#include "http/conn.h"
 #include "preload/fdguard.h"
 #include "preload/sampler.h"
 #include "preload/shim.h"
@@ -32,7 +37,10 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
@@ -56,6 +64,25 @@ static void (*real_closefrom)(int);
 static int (*real_dup2)(int, int);
 static int (*real_dup3)(int, int, int);
 static int (*real_pipe2)(int[2], int);
+static int (*real_accept)(int, struct sockaddr *, socklen_t *);
+static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
+static ssize_t (*real_read)(int, void *, size_t);
+static ssize_t (*real___read_chk)(int, void *, size_t, size_t);
+static ssize_t (*real_readv)(int, const struct iovec *, int);
+static ssize_t (*real_recv)(int, void *, size_t, int);
+static ssize_t (*real___recv_chk)(int, void *, size_t, size_t, int);
+static ssize_t (*real_recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+static ssize_t (*real___recvfrom_chk)(int, void *, size_t, size_t, int, struct sockaddr *, socklen_t *);
+static ssize_t (*real_recvmsg)(int, struct msghdr *, int);
+static ssize_t (*real_write)(int, const void *, size_t);
+static ssize_t (*real_writev)(int, const struct iovec *, int);
+static ssize_t (*real_send)(int, const void *, size_t, int);
+static ssize_t (*real_sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+static ssize_t (*real_sendmsg)(int, const struct msghdr *, int);
+static ssize_t (*real_sendfile)(int, int, off_t *, size_t);
+static ssize_t (*real_sendfile64)(int, int, off64_t *, size_t);
+static int (*real_shutdown)(int, int);
+static int (*real_dup)(int);
 
 #define RESOLVE(name)                                                                              \
     do {                                                                                           \
@@ -84,6 +111,25 @@ void hooks_resolve(void)
     RESOLVE(dup2);
     RESOLVE(dup3);
     RESOLVE(pipe2);
+    RESOLVE(accept);
+    RESOLVE(accept4);
+    RESOLVE(read);
+    RESOLVE(__read_chk);
+    RESOLVE(readv);
+    RESOLVE(recv);
+    RESOLVE(__recv_chk);
+    RESOLVE(recvfrom);
+    RESOLVE(__recvfrom_chk);
+    RESOLVE(recvmsg);
+    RESOLVE(write);
+    RESOLVE(writev);
+    RESOLVE(send);
+    RESOLVE(sendto);
+    RESOLVE(sendmsg);
+    RESOLVE(sendfile);
+    RESOLVE(sendfile64);
+    RESOLVE(shutdown);
+    RESOLVE(dup);
 }
 
 /* ---- signals ------------------------------------------------------------ */
@@ -460,6 +506,7 @@ EXPORT int close(int fd)
             return 0; /* the host closes what it never opened: keep it, say done */
         fdguard_release(fd);
     }
+    conn_on_close(fd);
     if (!real_close)
         return (int)syscall(SYS_close, fd);
     return real_close(fd);
@@ -529,7 +576,10 @@ EXPORT int dup2(int oldfd, int newfd)
     RESOLVE(dup2);
     if (fdguard_is(newfd) && oldfd != newfd && !internal_caller())
         fdguard_release(newfd);
-    return real_dup2(oldfd, newfd);
+    int rc = real_dup2(oldfd, newfd);
+    if (rc >= 0 && oldfd != newfd)
+        conn_on_dup(oldfd, rc);
+    return rc;
 }
 
 EXPORT int dup3(int oldfd, int newfd, int flags)
@@ -537,7 +587,19 @@ EXPORT int dup3(int oldfd, int newfd, int flags)
     RESOLVE(dup3);
     if (fdguard_is(newfd) && oldfd != newfd && !internal_caller())
         fdguard_release(newfd);
-    return real_dup3(oldfd, newfd, flags);
+    int rc = real_dup3(oldfd, newfd, flags);
+    if (rc >= 0)
+        conn_on_dup(oldfd, rc);
+    return rc;
+}
+
+EXPORT int dup(int oldfd)
+{
+    RESOLVE(dup);
+    int rc = real_dup(oldfd);
+    if (rc >= 0)
+        conn_on_dup(oldfd, rc);
+    return rc;
 }
 
 /* Async-signal-safe. libunwind (re)creates its validation pipe with pipe2. */
@@ -549,5 +611,202 @@ EXPORT int pipe2(int fds[2], int flags)
         fds[0] = fdguard_take(fds[0]);
         fds[1] = fdguard_take(fds[1]);
     }
+    return rc;
+}
+
+/* ---- HTTP server sockets -------------------------------------------------
+ * One shape: the real call first, untouched; then, only for a descriptor
+ * http/conn.c tracks and only for the bytes actually transferred, a look at
+ * them. errno is kept by conn_on_*. MSG_PEEK reads are not consumed, so they
+ * are not seen. */
+
+#define MISSING(name, ret)                                                                         \
+    do {                                                                                           \
+        if (!real_##name) {                                                                        \
+            errno = ENOSYS;                                                                        \
+            return ret;                                                                            \
+        }                                                                                          \
+    } while (0)
+
+EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    RESOLVE(accept);
+    MISSING(accept, -1);
+    int rc = real_accept(fd, addr, len);
+    if (rc >= 0 && conn_state)
+        conn_on_accept(rc, addr, addr && len ? *len : 0);
+    return rc;
+}
+
+EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+    RESOLVE(accept4);
+    MISSING(accept4, -1);
+    int rc = real_accept4(fd, addr, len, flags);
+    if (rc >= 0 && conn_state)
+        conn_on_accept(rc, addr, addr && len ? *len : 0);
+    return rc;
+}
+
+EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+    RESOLVE(read);
+    MISSING(read, -1);
+    ssize_t r = real_read(fd, buf, n);
+    if (r > 0 && conn_tracked(fd))
+        conn_on_read(fd, buf, (size_t)r);
+    return r;
+}
+
+EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
+{
+    RESOLVE(__read_chk);
+    MISSING(__read_chk, -1);
+    ssize_t r = real___read_chk(fd, buf, n, buflen);
+    if (r > 0 && conn_tracked(fd))
+        conn_on_read(fd, buf, (size_t)r);
+    return r;
+}
+
+EXPORT ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
+{
+    RESOLVE(readv);
+    MISSING(readv, -1);
+    ssize_t r = real_readv(fd, iov, iovcnt);
+    if (r > 0 && conn_tracked(fd))
+        conn_on_readv(fd, iov, iovcnt, (size_t)r);
+    return r;
+}
+
+EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
+{
+    RESOLVE(recv);
+    MISSING(recv, -1);
+    ssize_t r = real_recv(fd, buf, n, flags);
+    if (r > 0 && !(flags & MSG_PEEK) && conn_tracked(fd))
+        conn_on_read(fd, buf, (size_t)r);
+    return r;
+}
+
+EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags)
+{
+    RESOLVE(__recv_chk);
+    MISSING(__recv_chk, -1);
+    ssize_t r = real___recv_chk(fd, buf, n, buflen, flags);
+    if (r > 0 && !(flags & MSG_PEEK) && conn_tracked(fd))
+        conn_on_read(fd, buf, (size_t)r);
+    return r;
+}
+
+EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *len)
+{
+    RESOLVE(recvfrom);
+    MISSING(recvfrom, -1);
+    ssize_t r = real_recvfrom(fd, buf, n, flags, addr, len);
+    if (r > 0 && !(flags & MSG_PEEK) && conn_tracked(fd))
+        conn_on_read(fd, buf, (size_t)r);
+    return r;
+}
+
+EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags,
+                              struct sockaddr *addr, socklen_t *len)
+{
+    RESOLVE(__recvfrom_chk);
+    MISSING(__recvfrom_chk, -1);
+    ssize_t r = real___recvfrom_chk(fd, buf, n, buflen, flags, addr, len);
+    if (r > 0 && !(flags & MSG_PEEK) && conn_tracked(fd))
+        conn_on_read(fd, buf, (size_t)r);
+    return r;
+}
+
+EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    RESOLVE(recvmsg);
+    MISSING(recvmsg, -1);
+    ssize_t r = real_recvmsg(fd, msg, flags);
+    if (r > 0 && !(flags & MSG_PEEK) && conn_tracked(fd))
+        conn_on_readv(fd, msg->msg_iov, (int)msg->msg_iovlen, (size_t)r);
+    return r;
+}
+
+EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
+    RESOLVE(write);
+    MISSING(write, -1);
+    ssize_t r = real_write(fd, buf, n);
+    if (r > 0 && conn_tracked(fd))
+        conn_on_write(fd, buf, (size_t)r);
+    return r;
+}
+
+EXPORT ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
+{
+    RESOLVE(writev);
+    MISSING(writev, -1);
+    ssize_t r = real_writev(fd, iov, iovcnt);
+    if (r > 0 && conn_tracked(fd))
+        conn_on_writev(fd, iov, iovcnt, (size_t)r);
+    return r;
+}
+
+EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+    RESOLVE(send);
+    MISSING(send, -1);
+    ssize_t r = real_send(fd, buf, n, flags);
+    if (r > 0 && conn_tracked(fd))
+        conn_on_write(fd, buf, (size_t)r);
+    return r;
+}
+
+EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr,
+                      socklen_t len)
+{
+    RESOLVE(sendto);
+    MISSING(sendto, -1);
+    ssize_t r = real_sendto(fd, buf, n, flags, addr, len);
+    if (r > 0 && conn_tracked(fd))
+        conn_on_write(fd, buf, (size_t)r);
+    return r;
+}
+
+EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    RESOLVE(sendmsg);
+    MISSING(sendmsg, -1);
+    ssize_t r = real_sendmsg(fd, msg, flags);
+    if (r > 0 && conn_tracked(fd))
+        conn_on_writev(fd, msg->msg_iov, (int)msg->msg_iovlen, (size_t)r);
+    return r;
+}
+
+EXPORT ssize_t sendfile(int out, int in, off_t *off, size_t n)
+{
+    RESOLVE(sendfile);
+    MISSING(sendfile, -1);
+    ssize_t r = real_sendfile(out, in, off, n);
+    if (r > 0 && conn_tracked(out))
+        conn_on_sendfile(out, (size_t)r);
+    return r;
+}
+
+EXPORT ssize_t sendfile64(int out, int in, off64_t *off, size_t n)
+{
+    RESOLVE(sendfile64);
+    MISSING(sendfile64, -1);
+    ssize_t r = real_sendfile64(out, in, off, n);
+    if (r > 0 && conn_tracked(out))
+        conn_on_sendfile(out, (size_t)r);
+    return r;
+}
+
+EXPORT int shutdown(int fd, int how)
+{
+    RESOLVE(shutdown);
+    MISSING(shutdown, -1);
+    int rc = real_shutdown(fd, how);
+    /* Nothing more can be written: a response delimited by close ends here. */
+    if (rc == 0 && how != SHUT_RD && conn_tracked(fd))
+        conn_on_close(fd);
     return rc;
 }

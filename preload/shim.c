@@ -8,6 +8,7 @@
 #include "preload/shim.h"
 
 #include "agent_io/collector.h"
+#include "http/conn.h"
 #include "common/log.h"
 #include "preload/hooks.h"
 #include "preload/sampler.h"
@@ -21,11 +22,13 @@
 #include <unistd.h>
 
 volatile int shim_profiling_on;
+volatile int shim_active; /* the collector and uploader run (profiling or tracing) */
 struct shim_config shim_cfg;
 
 /* How long the exit path may wait for the final profile. */
 #define EXIT_FLUSH_MS 900
 #define EXEC_FLUSH_MS 500
+#define HTTP_MAX_HEADER_TAGS 8
 
 static const char *plain_getenv(const char *name)
 {
@@ -34,14 +37,14 @@ static const char *plain_getenv(const char *name)
 
 static void at_exit_flush(void)
 {
-    if (!shim_profiling_on)
+    if (!shim_active)
         return;
     collector_final_flush(EXIT_FLUSH_MS);
 }
 
 void shim_before_exec(void)
 {
-    if (shim_profiling_on && collector_has_data())
+    if (shim_active && collector_has_data())
         collector_final_flush(EXEC_FLUSH_MS);
 }
 
@@ -53,19 +56,24 @@ static void fork_prepare(void)
 static void fork_parent(void)
 {
     sampler_tls.in_loader--;
+    if (conn_state)
+        conn_after_fork(0);
 }
 
 static void fork_child(void)
 {
     sampler_tls.in_loader--;
-    if (!shim_profiling_on)
+    if (!shim_active)
         return;
+    if (conn_state)
+        conn_after_fork(1);
     if (collector_after_fork_child() != 0) {
-        shim_profiling_on = 0;
+        shim_active = shim_profiling_on = 0;
         sampler_active = 0;
         return;
     }
-    sampler_after_fork_child();
+    if (shim_profiling_on)
+        sampler_after_fork_child();
 }
 
 /* SIGTERM and SIGINT left at their default (terminate): hold them so the
@@ -96,29 +104,49 @@ __attribute__((constructor)) static void shim_init(void)
         return;
     hooks_resolve();
     config_load(&shim_cfg, plain_getenv, program_invocation_name);
-    if (!shim_cfg.enabled || !shim_cfg.profiling_enabled)
+    int prof = shim_cfg.enabled && shim_cfg.profiling_enabled;
+    int trace = shim_cfg.enabled && shim_cfg.trace_enabled;
+    if (!prof && !trace)
         goto out;
 
-    struct sigaction before;
     if (collector_init(&shim_cfg) != 0) {
-        log_warn("cannot set up the sample channel (%s); CPU profiling is off", strerror(errno));
+        log_warn("cannot set up the sample channel (%s); the shim is off", strerror(errno));
         goto out;
     }
-    if (sampler_init(shim_cfg.sample_hz) != 0)
+    if (trace) {
+        static char names[HTTP_MAX_HEADER_TAGS][64];
+        static const char *req_names[HTTP_MAX_HEADER_TAGS + 1];
+        int n = config_header_names(shim_cfg.header_tags, names, HTTP_MAX_HEADER_TAGS);
+        for (int i = 0; i < n; i++)
+            req_names[i] = names[i];
+        if (conn_init(req_names, req_names) != 0) {
+            log_warn("cannot set up HTTP tracing; tracing is off");
+            trace = 0;
+        }
+    }
+    if (prof && sampler_init(shim_cfg.sample_hz) != 0)
+        prof = 0;
+    if (prof) {
+        /* The host's view of the signal is what it was before we took it. */
+        struct sigaction before;
+        memset(&before, 0, sizeof before);
+        before.sa_handler = sampler_host_ignores ? SIG_IGN : SIG_DFL;
+        hooks_set_signal_view(sampler_signo, &before);
+    }
+    if (!prof && !trace)
         goto out;
-    /* The host's view of the signal is what it was before we took it. */
-    memset(&before, 0, sizeof before);
-    before.sa_handler = sampler_host_ignores ? SIG_IGN : SIG_DFL;
-    hooks_set_signal_view(sampler_signo, &before);
     if (collector_start() != 0) {
-        sampler_shutdown();
+        if (prof)
+            sampler_shutdown();
         goto out;
     }
-    shim_profiling_on = 1;
+    shim_profiling_on = prof;
+    shim_active = 1;
     take_terminating_signals();
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     atexit(at_exit_flush);
-    sampler_thread_begin();
+    if (prof)
+        sampler_thread_begin();
 out:
     errno = saved;
 }

@@ -9,6 +9,7 @@
  * (AT_SECURE, DD_SHIM_ENABLED=false, or set-up failed). Hooks pass straight
  * through when it is 0. */
 extern volatile int shim_profiling_on;
+extern volatile int shim_active;
 extern struct shim_config shim_cfg;
 
 /* Deliver what is pending before the image is replaced (exec) — bounded. */

@@ -5,6 +5,7 @@ Stdlib only. Started by the unit and end-to-end tests:
 
     tests/intake.py --port 0 --port-file F --out DIR [--mode MODE]
     tests/intake.py --unix PATH --port-file F --out DIR [--mode MODE]
+    ... [--rates JSON]   the rate_by_service object trace uploads get back
 
 Serves GET /info, POST /profiling/v1/input, PUT/POST /v0.4/traces. Every
 profile upload is checked against docs/WIRE.md section 1 and recorded as
@@ -54,9 +55,10 @@ REQUIRED_EVENT_KEYS = EVENT_KEYS - {"endpoint_counts"}
 
 
 class State:
-    def __init__(self, out, mode):
+    def __init__(self, out, mode, rates=None):
         self.out = os.path.abspath(out)
         self.mode = mode
+        self.rates = rates if rates is not None else {}
         self.lock = threading.Lock()
         self.uploads = 0
         self.traces = 0
@@ -474,7 +476,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                      json.dumps({"method": self.command, "headers": headers,
                                  "body_path": os.path.join(st.out, "traces-%d.msgpack" % n)},
                                 indent=1))
-        self.reply(self.upload_status(), {"rate_by_service": {}})
+        self.reply(self.upload_status(), {"rate_by_service": st.rates})
 
 
 class QuietErrors:
@@ -503,13 +505,21 @@ def main():
                     help="written with the port (or the socket path) once listening")
     ap.add_argument("--out", required=True, help="directory for the captured requests")
     ap.add_argument("--mode", default="ok", help="ok|500|refuse|slow:SECONDS|hang")
+    ap.add_argument("--rates", default="{}",
+                    help="JSON object answered as rate_by_service to trace uploads")
     a = ap.parse_args()
+    try:
+        rates = json.loads(a.rates)
+    except ValueError:
+        rates = None
+    if not isinstance(rates, dict):
+        ap.error("--rates %r is not a JSON object" % a.rates)
     if not re.match(r"^(ok|500|refuse|hang|slow:\d+(\.\d+)?)$", a.mode):
         ap.error("bad --mode %r" % a.mode)
     os.makedirs(a.out, exist_ok=True)
     # a parent test may die without reaping us: a terminal SIGHUP/SIGTERM ends us
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    st = State(a.out, a.mode)
+    st = State(a.out, a.mode, rates)
     Handler.state = st
 
     if a.unix:

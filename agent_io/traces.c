@@ -1,0 +1,578 @@
+/* agent_io/traces.c — APM spans leaving the process: the /v0.4/traces msgpack
+ * body (msgpack-c), its PUT to the Agent with the rate_by_service reply
+ * (libcurl through transport.c's handle settings, jansson), the lookup of a
+ * service's rate in that reply, and, with no Agent, the JSON-lines file in the
+ * output directory.
+ *
+ * Threads: only the shim's uploader thread (libddshim-agent.so) calls in.
+ * Nothing here is async-signal-safe or meant for host threads: it allocates,
+ * blocks on the network up to the caller's timeout and writes files.
+ *
+ * libcurl is driven only through CURLOPT_POSTFIELDS with a body we built:
+ * nothing here may reach curl's mime API or anything else that draws from
+ * OpenSSL's RAND, because the last upload runs at exit, possibly after the
+ * host's OpenSSL has cleaned up (see transport.c). */
+#include "agent_io/traces.h"
+
+#include "common/log.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define TRACES_PATH "/v0.4/traces"
+/* The Agent's reply is a small JSON object; anything bigger is not one we can
+ * use, and must not grow our memory without bound. */
+#define TRACES_REPLY_MAX (64 * 1024)
+#define TRACES_NONE UINT32_MAX
+
+/* The Agent drops a trace whose trace_id is 0 and cannot link a span whose
+ * span_id is 0: such a span is a bug upstream that nobody downstream can use,
+ * so both writers leave it out instead of failing the whole batch. */
+static int span_ok(const struct span_out *s)
+{
+    return s->trace_id != 0 && s->span_id != 0;
+}
+
+static int meta_ok(const struct span_kv *kv)
+{
+    return kv->key && kv->str;
+}
+
+/* msgpack has no NaN-safe meaning for a metric and JSON has no NaN at all:
+ * a non-finite metric is dropped from both outputs alike. */
+static int metric_ok(const struct span_kv *kv)
+{
+    return kv->key && isfinite(kv->num);
+}
+
+static const char *str_or_empty(const char *s)
+{
+    return s ? s : "";
+}
+
+/* ---- grouping by trace_id --------------------------------------------------- */
+
+/* Spans arrive in finish order, a trace's spans interleaved with others'. One
+ * pass through an open-addressed table keyed by trace_id (never 0, so 0 marks
+ * an empty slot) gives each span its trace's number in order of first
+ * appearance; a counting sort then lists each trace's spans in input order.
+ * O(n) for the tens of thousands of spans a busy flush carries. */
+typedef struct traces_groups {
+    uint32_t ntraces;
+    uint32_t *count;  /* spans per trace */
+    uint32_t *order;  /* span indices, trace by trace */
+} traces_groups;
+
+typedef struct traces_slot {
+    uint64_t trace_id;
+    uint32_t trace;
+} traces_slot;
+
+static uint64_t traces_mix(uint64_t x)
+{
+    /* splitmix64's finalizer: ids from a counter must not cluster either */
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    x ^= x >> 31;
+    return x;
+}
+
+static void groups_free(traces_groups *g)
+{
+    free(g->count);
+    free(g->order);
+    memset(g, 0, sizeof *g);
+}
+
+static int groups_build(const struct span_out *spans, size_t n, traces_groups *g)
+{
+    memset(g, 0, sizeof *g);
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    traces_slot *tab = calloc(cap, sizeof *tab);
+    uint32_t *of = malloc((n ? n : 1) * sizeof *of);
+    g->count = calloc(n ? n : 1, sizeof *g->count);
+    g->order = malloc((n ? n : 1) * sizeof *g->order);
+    uint32_t *next = malloc((n ? n : 1) * sizeof *next);
+    int rc = -1;
+    if (!tab || !of || !g->count || !g->order || !next)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        of[i] = TRACES_NONE;
+        if (!span_ok(&spans[i]))
+            continue;
+        uint64_t id = spans[i].trace_id;
+        size_t h = (size_t)traces_mix(id) & (cap - 1);
+        while (tab[h].trace_id != 0 && tab[h].trace_id != id)
+            h = (h + 1) & (cap - 1);
+        if (tab[h].trace_id == 0) {
+            tab[h].trace_id = id;
+            tab[h].trace = g->ntraces++;
+        }
+        of[i] = tab[h].trace;
+        g->count[of[i]]++;
+    }
+    uint32_t pos = 0;
+    for (uint32_t t = 0; t < g->ntraces; t++) {
+        next[t] = pos;
+        pos += g->count[t];
+    }
+    for (size_t i = 0; i < n; i++)
+        if (of[i] != TRACES_NONE)
+            g->order[next[of[i]]++] = (uint32_t)i;
+    rc = 0;
+out:
+    free(tab);
+    free(of);
+    free(next);
+    if (rc < 0)
+        groups_free(g);
+    return rc;
+}
+
+/* ---- msgpack ------------------------------------------------------------------ */
+
+static int pack_str(msgpack_packer *pk, const char *s)
+{
+    s = str_or_empty(s);
+    size_t n = strlen(s);
+    return msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, s, n);
+}
+
+static int pack_key(msgpack_packer *pk, const char *k)
+{
+    return pack_str(pk, k);
+}
+
+/* One span map with exactly the keys of WIRE.md section 2, in its types:
+ * ids as msgpack uint, start/duration/error as msgpack int, metrics as
+ * float64 (the Agent rejects float32). */
+static int pack_span(msgpack_packer *pk, const struct span_out *s)
+{
+    size_t nmeta = 0, nmetrics = 0;
+    for (size_t i = 0; s->meta && i < s->nmeta; i++)
+        nmeta += meta_ok(&s->meta[i]) ? 1u : 0u;
+    for (size_t i = 0; s->metrics && i < s->nmetrics; i++)
+        nmetrics += metric_ok(&s->metrics[i]) ? 1u : 0u;
+    if (nmeta > UINT32_MAX || nmetrics > UINT32_MAX)
+        return -1;
+
+    int bad = msgpack_pack_map(pk, 12);
+    bad |= pack_key(pk, "trace_id") || msgpack_pack_uint64(pk, s->trace_id);
+    bad |= pack_key(pk, "span_id") || msgpack_pack_uint64(pk, s->span_id);
+    bad |= pack_key(pk, "parent_id") || msgpack_pack_uint64(pk, s->parent_id);
+    bad |= pack_key(pk, "name") || pack_str(pk, s->name);
+    bad |= pack_key(pk, "service") || pack_str(pk, s->service);
+    bad |= pack_key(pk, "resource") || pack_str(pk, s->resource);
+    bad |= pack_key(pk, "type") || pack_str(pk, s->type);
+    bad |= pack_key(pk, "start") || msgpack_pack_int64(pk, s->start);
+    bad |= pack_key(pk, "duration") || msgpack_pack_int64(pk, s->duration);
+    bad |= pack_key(pk, "error") || msgpack_pack_int32(pk, s->error);
+    bad |= pack_key(pk, "meta") || msgpack_pack_map(pk, nmeta);
+    for (size_t i = 0; !bad && s->meta && i < s->nmeta; i++)
+        if (meta_ok(&s->meta[i]))
+            bad |= pack_str(pk, s->meta[i].key) || pack_str(pk, s->meta[i].str);
+    bad |= pack_key(pk, "metrics") || msgpack_pack_map(pk, nmetrics);
+    for (size_t i = 0; !bad && s->metrics && i < s->nmetrics; i++)
+        if (metric_ok(&s->metrics[i]))
+            bad |= pack_str(pk, s->metrics[i].key) || msgpack_pack_double(pk, s->metrics[i].num);
+    return bad ? -1 : 0;
+}
+
+int traces_encode(const struct span_out *spans, size_t n, uint8_t **out, size_t *out_len,
+                  size_t *ntraces)
+{
+    if (ntraces)
+        *ntraces = 0;
+    if (!out || !out_len)
+        return -1;
+    *out = NULL;
+    *out_len = 0;
+    /* the group indices are 32-bit; no flush comes near that */
+    if ((!spans && n) || n >= TRACES_NONE)
+        return -1;
+    traces_groups g;
+    if (groups_build(spans, n, &g) < 0)
+        return -1;
+
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    int bad = msgpack_pack_array(&pk, g.ntraces);
+    const uint32_t *o = g.order;
+    for (uint32_t t = 0; !bad && t < g.ntraces; t++) {
+        bad |= msgpack_pack_array(&pk, g.count[t]);
+        for (uint32_t k = 0; !bad && k < g.count[t]; k++)
+            bad |= pack_span(&pk, &spans[*o++]);
+    }
+    if (bad) {
+        msgpack_sbuffer_destroy(&sb);
+        groups_free(&g);
+        return -1;
+    }
+    if (n - (size_t)(o - g.order) > 0)
+        log_debug("traces: %zu span(s) with a zero trace or span id left out",
+                  n - (size_t)(o - g.order));
+    *out_len = sb.size;
+    *out = (uint8_t *)msgpack_sbuffer_release(&sb);
+    if (ntraces)
+        *ntraces = g.ntraces;
+    groups_free(&g);
+    return 0;
+}
+
+/* ---- upload ------------------------------------------------------------------ */
+
+typedef struct traces_reply {
+    char *p;
+    size_t len;
+    int overflow;
+} traces_reply;
+
+static size_t keep_reply(char *p, size_t size, size_t n, void *ud)
+{
+    traces_reply *r = ud;
+    size_t add = size * n;
+    /* Past the bound we keep reading (so a 200 stays a 200) but give up on
+     * the rates: a truncated object would not parse anyway. */
+    if (r->overflow || add > TRACES_REPLY_MAX - r->len) {
+        r->overflow = 1;
+        return add;
+    }
+    if (!r->p) {
+        r->p = malloc(TRACES_REPLY_MAX);
+        if (!r->p) {
+            r->overflow = 1;
+            return add;
+        }
+    }
+    memcpy(r->p + r->len, p, add);
+    r->len += add;
+    return add;
+}
+
+/* The rate_by_service object as compact JSON text in memory from malloc, not
+ * from jansson's allocator (which a host using jansson may have replaced), so
+ * the caller can free() it. NULL when the reply has none. */
+static char *rates_from_reply(const char *p, size_t len)
+{
+    json_error_t err;
+    json_t *root = p ? json_loadb(p, len, 0, &err) : NULL;
+    json_t *rbs = json_object_get(root, "rate_by_service");
+    char *text = NULL;
+    if (json_is_object(rbs)) {
+        size_t need = json_dumpb(rbs, NULL, 0, JSON_COMPACT);
+        text = need ? malloc(need + 1) : NULL;
+        if (text && json_dumpb(rbs, text, need, JSON_COMPACT) == need) {
+            text[need] = '\0';
+        } else {
+            free(text);
+            text = NULL;
+        }
+    }
+    json_decref(root);
+    return text;
+}
+
+int traces_upload(const aio_target *t, const struct traces_meta *m, const uint8_t *body,
+                  size_t len, size_t ntraces, long timeout_ms, long *http_status,
+                  char **rates_json)
+{
+    if (http_status)
+        *http_status = 0;
+    if (rates_json)
+        *rates_json = NULL;
+    if (!t || !body || len == 0)
+        return -1;
+    char errbuf[CURL_ERROR_SIZE];
+    CURL *c = aio_easy_new(t, TRACES_PATH, timeout_ms, errbuf);
+    int bad = !c;
+    traces_reply reply = {0};
+    struct curl_slist *hdrs = NULL;
+    char count[24];
+    snprintf(count, sizeof count, "%zu", ntraces);
+    const char *lang_v = m && m->lang_version && *m->lang_version ? m->lang_version : "unknown";
+    const char *tracer_v =
+        m && m->tracer_version && *m->tracer_version ? m->tracer_version : "unknown";
+    hdrs = aio_add_header(hdrs, &bad, "Content-Type", "application/msgpack");
+    hdrs = aio_add_header(hdrs, &bad, "X-Datadog-Trace-Count", count);
+    hdrs = aio_add_header(hdrs, &bad, "Datadog-Meta-Lang", "cpp");
+    hdrs = aio_add_header(hdrs, &bad, "Datadog-Meta-Lang-Version", lang_v);
+    hdrs = aio_add_header(hdrs, &bad, "Datadog-Meta-Tracer-Version", tracer_v);
+    /* our spans carry _dd.top_level themselves: the Agent must not recompute it */
+    hdrs = aio_add_header(hdrs, &bad, "Datadog-Client-Computed-Top-Level", "yes");
+    if (m && m->container_id && m->container_id[0])
+        hdrs = aio_add_header(hdrs, &bad, "Datadog-Container-ID", m->container_id);
+    /* curl waits up to a second for "100 Continue" on bodies over 1 MB; the
+     * Agent never needs the handshake, and the wait eats into our timeout. */
+    if (!bad) {
+        struct curl_slist *nl = curl_slist_append(hdrs, "Expect:");
+        bad = !nl;
+        hdrs = nl ? nl : hdrs;
+    }
+    if (!bad) {
+        /* PUT with a body given as POSTFIELDS: Content-Length from the size,
+         * no read callback, and the same code path as the profile upload. */
+        bad |= curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "PUT") != CURLE_OK;
+        bad |= curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len) != CURLE_OK;
+        bad |= curl_easy_setopt(c, CURLOPT_POSTFIELDS, body) != CURLE_OK;
+        bad |= curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK;
+        bad |= curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, keep_reply) != CURLE_OK;
+        bad |= curl_easy_setopt(c, CURLOPT_WRITEDATA, &reply) != CURLE_OK;
+    }
+    long status = 0;
+    if (!bad)
+        status = aio_easy_run(c, t, "trace upload", errbuf);
+    else
+        log_debug("trace upload not attempted: out of memory or libcurl refused an option");
+    if (c)
+        curl_easy_cleanup(c);
+    curl_slist_free_all(hdrs);
+    int ok = status >= 200 && status <= 299;
+    if (ok && rates_json && !reply.overflow)
+        *rates_json = rates_from_reply(reply.p, reply.len);
+    free(reply.p);
+    if (http_status)
+        *http_status = status;
+    return ok ? 0 : -1;
+}
+
+/* ---- sampling rates ------------------------------------------------------------ */
+
+/* A rate is a probability: anything else in the reply is treated as absent. */
+static double rate_value(const json_t *v)
+{
+    if (!json_is_number(v))
+        return -1;
+    double d = json_number_value(v);
+    return d >= 0 && d <= 1 ? d : -1;
+}
+
+double traces_rate_for(const char *rates_json, const char *service, const char *env)
+{
+    if (!rates_json)
+        return -1;
+    json_error_t err;
+    json_t *r = json_loads(rates_json, 0, &err);
+    if (!json_is_object(r)) {
+        json_decref(r);
+        return -1;
+    }
+    service = str_or_empty(service);
+    env = str_or_empty(env);
+    /* the Agent's key shape, as every Datadog tracer looks it up */
+    size_t klen = strlen("service:,env:") + strlen(service) + strlen(env) + 1;
+    char *key = malloc(klen);
+    double rate = -1;
+    if (key) {
+        snprintf(key, klen, "service:%s,env:%s", service, env);
+        rate = rate_value(json_object_get(r, key));
+        free(key);
+    }
+    if (rate < 0)
+        rate = rate_value(json_object_get(r, "service:,env:"));
+    json_decref(r);
+    return rate;
+}
+
+/* ---- JSON lines ------------------------------------------------------------------ */
+
+typedef struct traces_buf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} traces_buf;
+
+static int buf_reserve(traces_buf *b, size_t n)
+{
+    if (b->oom)
+        return -1;
+    if (n <= b->cap - b->len)
+        return 0;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap - b->len < n) {
+        if (cap > SIZE_MAX / 2) {
+            b->oom = 1;
+            return -1;
+        }
+        cap *= 2;
+    }
+    char *np = realloc(b->p, cap);
+    if (!np) {
+        b->oom = 1;
+        return -1;
+    }
+    b->p = np;
+    b->cap = cap;
+    return 0;
+}
+
+static void buf_put(traces_buf *b, const void *s, size_t n)
+{
+    if (buf_reserve(b, n) == 0) {
+        memcpy(b->p + b->len, s, n);
+        b->len += n;
+    }
+}
+
+static int dump_cb(const char *s, size_t n, void *ud)
+{
+    traces_buf *b = ud;
+    buf_put(b, s, n);
+    return b->oom ? -1 : 0;
+}
+
+/* json_object_set_new refuses a key that is not UTF-8 (tags can hold any
+ * bytes): such a key gets the same '_' repair as values. Steals v. */
+static int set_lossy(json_t *obj, const char *key, json_t *v)
+{
+    if (!v)
+        return -1;
+    json_incref(v);
+    if (json_object_set_new(obj, key, v) == 0) {
+        json_decref(v);
+        return 0;
+    }
+    json_t *k = aio_json_str_lossy(key);
+    int rc = k ? json_object_set_new(obj, json_string_value(k), v) : -1;
+    if (!k)
+        json_decref(v);
+    json_decref(k);
+    return rc;
+}
+
+static json_t *lossy_str(const char *s)
+{
+    return aio_json_str_lossy(str_or_empty(s));
+}
+
+/* Everything of a span but its ids, which jansson cannot hold: json_int_t is
+ * signed and half of all random 64-bit ids are above INT64_MAX. */
+static json_t *span_json_rest(const struct span_out *s)
+{
+    json_t *o = json_object(), *meta = json_object(), *metrics = json_object();
+    int bad = !o || !meta || !metrics;
+    for (size_t i = 0; !bad && s->meta && i < s->nmeta; i++)
+        if (meta_ok(&s->meta[i]))
+            bad |= set_lossy(meta, s->meta[i].key, lossy_str(s->meta[i].str)) != 0;
+    for (size_t i = 0; !bad && s->metrics && i < s->nmetrics; i++)
+        if (metric_ok(&s->metrics[i]))
+            bad |= set_lossy(metrics, s->metrics[i].key, json_real(s->metrics[i].num)) != 0;
+    if (bad) {
+        json_decref(o);
+        json_decref(meta);
+        json_decref(metrics);
+        return NULL;
+    }
+    /* set_new steals the reference even on failure: no leak on the error path */
+    bad |= json_object_set_new(o, "name", lossy_str(s->name)) != 0;
+    bad |= json_object_set_new(o, "service", lossy_str(s->service)) != 0;
+    bad |= json_object_set_new(o, "resource", lossy_str(s->resource)) != 0;
+    bad |= json_object_set_new(o, "type", lossy_str(s->type)) != 0;
+    bad |= json_object_set_new(o, "start", json_integer(s->start)) != 0;
+    bad |= json_object_set_new(o, "duration", json_integer(s->duration)) != 0;
+    bad |= json_object_set_new(o, "error", json_integer(s->error)) != 0;
+    bad |= json_object_set_new(o, "meta", meta) != 0;
+    bad |= json_object_set_new(o, "metrics", metrics) != 0;
+    if (bad) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* One line: the ids written as unsigned decimals by hand, then the rest
+ * dumped by jansson with its opening '{' turned into the ',' that joins the
+ * two. JSON_COMPACT escapes any newline inside strings, so a span is exactly
+ * one line. */
+static int span_line(traces_buf *b, const struct span_out *s)
+{
+    json_t *rest = span_json_rest(s);
+    if (!rest)
+        return -1;
+    char ids[96];
+    int n = snprintf(ids, sizeof ids, "{\"trace_id\":%" PRIu64 ",\"span_id\":%" PRIu64
+                     ",\"parent_id\":%" PRIu64, s->trace_id, s->span_id, s->parent_id);
+    size_t mark = 0;
+    int rc = -1;
+    if (n > 0 && (size_t)n < sizeof ids) {
+        buf_put(b, ids, (size_t)n);
+        mark = b->len;
+        rc = json_dump_callback(rest, dump_cb, b, JSON_COMPACT);
+    }
+    json_decref(rest);
+    if (rc != 0 || b->oom || b->len <= mark || b->p[mark] != '{')
+        return -1;
+    b->p[mark] = ',';
+    buf_put(b, "\n", 1);
+    return b->oom ? -1 : 0;
+}
+
+int traces_write_jsonl(const char *dir, const char *service, int64_t pid,
+                       const struct span_out *spans, size_t n)
+{
+    if (!dir || !*dir || (!spans && n))
+        return -1;
+    /* the whole batch is built first: a span we cannot encode must not leave
+     * a half-written file behind, and one write keeps batches whole */
+    traces_buf b = {0};
+    for (size_t i = 0; i < n; i++)
+        if (span_ok(&spans[i]) && span_line(&b, &spans[i]) < 0) {
+            free(b.p);
+            return -1;
+        }
+    if (b.len == 0) {
+        free(b.p);
+        return 0;
+    }
+    int dfd = aio_open_output_dir(dir);
+    if (dfd < 0) {
+        free(b.p);
+        return -1;
+    }
+    char svc[101], name[NAME_MAX + 1];
+    aio_sanitize_service(service, svc, sizeof svc);
+    int nn = snprintf(name, sizeof name, "%s.%" PRId64 ".traces.jsonl", svc, pid);
+    int rc = -1, fd = -1;
+    if (nn < 0 || (size_t)nn >= sizeof name)
+        goto out;
+    /* O_NONBLOCK only so that a FIFO planted at this name cannot hang the
+     * open; it changes nothing for the regular file we then insist on. */
+    fd = openat(dfd, name, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK,
+                0600);
+    if (fd < 0) {
+        log_warn("cannot open %s/%s: %s", dir, name, strerror(errno));
+        goto out;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        log_warn("%s/%s is not a regular file: traces not written", dir, name);
+        goto out;
+    }
+    if (aio_write_all(fd, b.p, b.len) < 0) {
+        log_warn("cannot write %s/%s: %s", dir, name, strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    close(dfd);
+    free(b.p);
+    return rc;
+}

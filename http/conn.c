@@ -1,0 +1,543 @@
+/* http/conn.c — per-socket HTTP/1.x server tracking (see conn.h).
+ *
+ * Threads: any host thread, inside the read/write/accept/close hooks of
+ * preload/hooks.c, possibly re-entered from a host's signal handler (a
+ * per-socket try-lock turns that into "stop tracking this socket", never a
+ * wait). Nothing here allocates after conn_init: per-fd state is a table in
+ * anonymous memory, requests in flight take a slot of a fixed pool (a lock-free
+ * bitmap), finished spans are copied into a lock-free ring.
+ *
+ * A connection's life: accept -> CANDIDATE; its first bytes read either parse
+ * as an HTTP/1.x request line (-> HTTP) or not (-> IGNORED, one branch per
+ * call from then on). Each request takes a pool slot when its first byte is
+ * read (the span's start), joins the connection's FIFO of requests awaiting a
+ * response once its head is complete (the server may answer before reading
+ * the body: 100-continue, early errors), and leaves it when the last byte of
+ * its response is written (the span's end). Pipelined requests are parsed one
+ * after another from the same read; pipelined responses from the same write.
+ * A close (or shutdown for writing) ends a response delimited by close, and
+ * reports requests that never got a response, unless the connection was last
+ * used before a fork (the other process may be serving it). */
+#include "http/conn.h"
+
+#include "common/span_rec.h"
+#include "http/parser.h"
+#include "preload/sampler.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define POOL_SLOTS 512
+#define CONN_MAXQ 8
+#define SPAN_RING_BYTES (2u << 20)
+
+struct conn {
+    uint32_t lock;
+    uint32_t fork_gen;     /* fork generation at the last activity */
+    int16_t cur;           /* slot whose request is being read, -1 */
+    uint8_t nq;            /* requests with a complete head awaiting a response */
+    uint8_t resp_started;  /* q[0]'s response has begun */
+    int16_t q[CONN_MAXQ];
+    uint16_t peer_port;
+    uint8_t peer_family;
+    uint8_t seen_request;  /* a valid request was seen: later errors stop tracking only */
+    uint8_t peer_addr[16];
+};
+
+struct slot {
+    http_req req;
+    http_resp resp;
+    uint64_t span_id;
+    int64_t start_wall, start_mono, last_write_mono;
+    int64_t resp_body_bytes;
+    int32_t tid;
+    uint8_t head_done;
+};
+
+uint8_t *volatile conn_state;
+struct ring conn_span_ring;
+struct conn_counters conn_counters;
+
+static struct conn *conns;
+static struct slot *pool;
+static uint64_t pool_bits[POOL_SLOTS / 64];
+static uint32_t fork_gen;
+static const char *extra_req_names[HTTP_MAX_EXTRA + 1];
+static const char *extra_resp_names[HTTP_MAX_EXTRA + 1];
+
+static void count(uint64_t *c)
+{
+    __atomic_fetch_add(c, 1, __ATOMIC_RELAXED);
+}
+
+static int64_t clock_ns(clockid_t c)
+{
+    struct timespec ts;
+    clock_gettime(c, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int conn_init(const char *const *extra_req, const char *const *extra_resp)
+{
+    for (int i = 0; extra_req && extra_req[i] && i < HTTP_MAX_EXTRA; i++)
+        extra_req_names[i] = extra_req[i];
+    for (int i = 0; extra_resp && extra_resp[i] && i < HTTP_MAX_EXTRA; i++)
+        extra_resp_names[i] = extra_resp[i];
+    /* Reserved, not resident: pages are touched only for the fds and slots in use. */
+    void *st = mmap(NULL, CONN_MAX_FD, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *cs = mmap(NULL, sizeof(struct conn) * CONN_MAX_FD, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *pl = mmap(NULL, sizeof(struct slot) * POOL_SLOTS, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (st == MAP_FAILED || cs == MAP_FAILED || pl == MAP_FAILED)
+        return -1;
+    if (ring_init(&conn_span_ring, SPAN_RING_BYTES) != 0)
+        return -1;
+    conns = cs;
+    pool = pl;
+    __atomic_store_n(&conn_state, (uint8_t *)st, __ATOMIC_RELEASE);
+    return 0;
+}
+
+void conn_after_fork(int child)
+{
+    __atomic_fetch_add(&fork_gen, 1, __ATOMIC_RELAXED);
+    if (child)
+        ring_reset(&conn_span_ring);
+}
+
+/* ---- pool ------------------------------------------------------------- */
+
+static int slot_get(void)
+{
+    for (int w = 0; w < POOL_SLOTS / 64; w++) {
+        uint64_t v = __atomic_load_n(&pool_bits[w], __ATOMIC_RELAXED);
+        while (~v) {
+            int b = __builtin_ctzll(~v);
+            if (__atomic_compare_exchange_n(&pool_bits[w], &v, v | (1ull << b), 0, __ATOMIC_ACQUIRE,
+                                            __ATOMIC_RELAXED))
+                return w * 64 + b;
+        }
+    }
+    return -1;
+}
+
+static void slot_put(int i)
+{
+    if (i >= 0)
+        __atomic_fetch_and(&pool_bits[i / 64], ~(1ull << (i % 64)), __ATOMIC_RELEASE);
+}
+
+/* ---- ids ---------------------------------------------------------------- */
+
+static __thread uint64_t rng_state TLS_IE;
+
+static uint64_t random_id(void)
+{
+    if (!rng_state) {
+        uint64_t seed = 0;
+        if (syscall(SYS_getrandom, &seed, sizeof seed, 1 /* GRND_NONBLOCK */) != (long)sizeof seed)
+            seed = (uint64_t)clock_ns(CLOCK_MONOTONIC) ^ ((uint64_t)syscall(SYS_gettid) << 32);
+        rng_state = seed | 1;
+    }
+    /* xorshift64*: fast, and ids only need to be unique, not secret. */
+    uint64_t x = rng_state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    rng_state = x;
+    /* 63 bits, as Datadog's tracers make them: the id also goes into pprof's
+     * signed numeric labels ("span id"). */
+    uint64_t id = (x * 0x2545F4914F6CDD1Dull) >> 1;
+    return id ? id : 1;
+}
+
+/* ---- locking ------------------------------------------------------------ */
+
+static struct conn *lock_conn(int fd)
+{
+    struct conn *c = &conns[fd];
+    if (__atomic_exchange_n(&c->lock, 1, __ATOMIC_ACQUIRE) != 0) {
+        /* Two threads on one socket, or a signal handler re-entering: parse
+         * state would interleave. Stop tracking this socket. */
+        conn_state[fd] = CONN_IGNORED;
+        count(&conn_counters.dropped_contended);
+        return NULL;
+    }
+    return c;
+}
+
+static void unlock_conn(struct conn *c)
+{
+    __atomic_store_n(&c->lock, 0, __ATOMIC_RELEASE);
+}
+
+/* ---- spans -------------------------------------------------------------- */
+
+static void put_str(struct span_rec *r, char **p, char *end, int idx, const char *s, size_t n)
+{
+    if (!s)
+        n = 0;
+    if (n > (size_t)(end - *p))
+        n = (size_t)(end - *p);
+    if (n > 0xffff)
+        n = 0xffff;
+    if (n)
+        memcpy(*p, s, n);
+    r->len[idx] = (uint16_t)n;
+    *p += n;
+}
+
+static void put_field(struct span_rec *r, char **p, char *end, int idx, const http_field *f)
+{
+    put_str(r, p, end, idx, f->present ? f->v : NULL, f->present ? f->len : 0);
+}
+
+static void emit_span(struct conn *c, struct slot *s, int status, uint32_t flags, int64_t end_mono)
+{
+    static __thread union {
+        struct span_rec r;
+        char bytes[SPAN_REC_MAX];
+    } buf TLS_IE;
+    struct span_rec *r = &buf.r;
+    memset(r, 0, sizeof *r);
+    r->magic = SPAN_MAGIC;
+    r->flags = flags | (s->req.target_truncated ? SPAN_F_TARGET_TRUNCATED : 0) |
+               (s->req.version_minor == 0 ? SPAN_F_HTTP10 : 0);
+    r->span_id = s->span_id;
+    r->start_ns = s->start_wall;
+    r->duration_ns = end_mono - s->start_mono;
+    if (r->duration_ns < 0)
+        r->duration_ns = 0;
+    r->status = status;
+    r->tid = s->tid;
+    r->req_content_length = s->req.content_length;
+    int64_t counted = s->resp_body_bytes - (int64_t)s->resp.head_bytes;
+    r->resp_content_length = !status ? -1 : s->resp.content_length >= 0 ? s->resp.content_length
+                                                                          : (counted > 0 ? counted : 0);
+    r->peer_port = c->peer_port;
+    r->peer_family = c->peer_family;
+    r->version_minor = s->req.version_minor;
+    memcpy(r->peer_addr, c->peer_addr, sizeof r->peer_addr);
+    char *p = r->strings, *end = buf.bytes + sizeof buf.bytes;
+    put_str(r, &p, end, SS_METHOD, s->req.method, s->req.method_len);
+    put_str(r, &p, end, SS_TARGET, s->req.target, s->req.target_len);
+    put_field(r, &p, end, SS_HOST, &s->req.host);
+    put_field(r, &p, end, SS_USER_AGENT, &s->req.user_agent);
+    put_field(r, &p, end, SS_DD_TRACE_ID, &s->req.dd_trace_id);
+    put_field(r, &p, end, SS_DD_PARENT_ID, &s->req.dd_parent_id);
+    put_field(r, &p, end, SS_DD_PRIORITY, &s->req.dd_sampling_priority);
+    put_field(r, &p, end, SS_DD_ORIGIN, &s->req.dd_origin);
+    put_field(r, &p, end, SS_DD_TAGS, &s->req.dd_tags);
+    put_field(r, &p, end, SS_TRACEPARENT, &s->req.traceparent);
+    put_field(r, &p, end, SS_TRACESTATE, &s->req.tracestate);
+    for (int i = 0; i < HTTP_MAX_EXTRA; i++) {
+        put_field(r, &p, end, SS_REQ_EXTRA0 + i, &s->req.extra[i]);
+        if (status)
+            put_field(r, &p, end, SS_RESP_EXTRA0 + i, &s->resp.extra[i]);
+    }
+    if (ring_put(&conn_span_ring, r, (uint32_t)(p - buf.bytes)) == 0)
+        count(&conn_counters.spans);
+    else
+        count(&conn_counters.dropped_ring);
+    /* CPU samples of this thread no longer belong to this request. */
+    if (sampler_tls.span_id == s->span_id)
+        sampler_tls.span_id = sampler_tls.root_span_id = 0;
+}
+
+/* Drop every request of c (the connection stops being tracked or ends). */
+static void release_all(struct conn *c)
+{
+    if (c->cur >= 0 && !pool[c->cur].head_done)
+        slot_put(c->cur); /* otherwise it is in the queue too */
+    for (int i = 0; i < c->nq; i++)
+        slot_put(c->q[i]);
+    c->cur = -1;
+    c->nq = 0;
+    c->resp_started = 0;
+}
+
+static void stop_tracking(int fd, struct conn *c)
+{
+    release_all(c);
+    conn_state[fd] = CONN_IGNORED;
+    count(&conn_counters.not_http);
+}
+
+static void pop_front(struct conn *c)
+{
+    int s = c->q[0];
+    for (int i = 1; i < c->nq; i++)
+        c->q[i - 1] = c->q[i];
+    c->nq--;
+    c->resp_started = 0;
+    if (c->cur == s)
+        c->cur = -1; /* answered before its body was read: the rest is not parsed */
+    slot_put(s);
+}
+
+/* ---- input: requests ---------------------------------------------------- */
+
+static void feed_in(int fd, struct conn *c, const uint8_t *data, size_t n)
+{
+    while (n > 0) {
+        if (c->cur < 0) {
+            if (c->nq >= CONN_MAXQ) {
+                /* A client pipelining deeper than we follow: give up on it. */
+                stop_tracking(fd, c);
+                return;
+            }
+            int i = slot_get();
+            if (i < 0) {
+                count(&conn_counters.dropped_pool);
+                stop_tracking(fd, c);
+                return;
+            }
+            struct slot *s = &pool[i];
+            memcpy(s->req.extra_names, extra_req_names, sizeof s->req.extra_names);
+            http_req_reset(&s->req);
+            s->span_id = random_id();
+            s->start_wall = clock_ns(CLOCK_REALTIME);
+            s->start_mono = clock_ns(CLOCK_MONOTONIC);
+            s->last_write_mono = 0;
+            s->resp_body_bytes = 0;
+            s->tid = sampler_tls.tid;
+            s->head_done = 0;
+            c->cur = (int16_t)i;
+        }
+        struct slot *s = &pool[c->cur];
+        size_t used = 0;
+        int ev = http_req_feed(&s->req, data, n, &used);
+        if (ev & HTTP_P_ERROR) {
+            stop_tracking(fd, c);
+            return;
+        }
+        if ((ev & HTTP_P_HEADERS) && !s->head_done) {
+            s->head_done = 1;
+            c->seen_request = 1;
+            conn_state[fd] = CONN_HTTP;
+            c->q[c->nq++] = c->cur;
+            /* This thread now works for this request: its CPU samples say so. */
+            sampler_tls.span_id = sampler_tls.root_span_id = s->span_id;
+        }
+        if (ev & HTTP_P_DONE) {
+            c->cur = -1; /* stays in the queue until its response is written */
+        }
+        if (used > n)
+            used = n;
+        data += used;
+        n -= used;
+        if (!(ev & HTTP_P_DONE))
+            break;
+    }
+}
+
+void conn_on_accept(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    if (!conn_state || fd < 0 || fd >= CONN_MAX_FD)
+        return;
+    struct conn *c = &conns[fd];
+    /* A new socket on this number: whatever was here is gone (its close was
+     * not seen, e.g. a raw syscall). */
+    if (__atomic_exchange_n(&c->lock, 1, __ATOMIC_ACQUIRE) != 0)
+        return;
+    release_all(c);
+    c->fork_gen = fork_gen;
+    c->seen_request = 0;
+    c->peer_family = 0;
+    c->peer_port = 0;
+    memset(c->peer_addr, 0, sizeof c->peer_addr);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (!addr || len == 0) {
+        int saved = errno;
+        if (syscall(SYS_getpeername, fd, &ss, &sl) == 0) {
+            addr = (const struct sockaddr *)&ss;
+            len = sl;
+        }
+        errno = saved;
+    }
+    if (addr && addr->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)addr;
+        c->peer_family = 4;
+        c->peer_port = ntohs(a->sin_port);
+        memcpy(c->peer_addr, &a->sin_addr, 4);
+    } else if (addr && addr->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)addr;
+        c->peer_family = 6;
+        c->peer_port = ntohs(a->sin6_port);
+        memcpy(c->peer_addr, &a->sin6_addr, 16);
+    }
+    conn_state[fd] = CONN_CANDIDATE;
+    unlock_conn(c);
+}
+
+void conn_on_read(int fd, const void *buf, size_t n)
+{
+    struct conn *c = lock_conn(fd);
+    if (!c)
+        return;
+    int saved = errno;
+    c->fork_gen = fork_gen;
+    feed_in(fd, c, buf, n);
+    errno = saved;
+    unlock_conn(c);
+}
+
+void conn_on_readv(int fd, const struct iovec *iov, int iovcnt, size_t n)
+{
+    struct conn *c = lock_conn(fd);
+    if (!c)
+        return;
+    int saved = errno;
+    c->fork_gen = fork_gen;
+    for (int i = 0; i < iovcnt && n > 0 && conn_state[fd] != CONN_IGNORED; i++) {
+        size_t k = iov[i].iov_len < n ? iov[i].iov_len : n;
+        feed_in(fd, c, iov[i].iov_base, k);
+        n -= k;
+    }
+    errno = saved;
+    unlock_conn(c);
+}
+
+/* ---- output: responses -------------------------------------------------- */
+
+static void feed_out(int fd, struct conn *c, const uint8_t *data, size_t n)
+{
+    int64_t now = clock_ns(CLOCK_MONOTONIC);
+    while (n > 0) {
+        if (c->nq == 0) {
+            /* Bytes out with no request waiting: a server that speaks first
+             * (SMTP, MySQL...) or an answer we cannot pair. */
+            if (!c->seen_request)
+                stop_tracking(fd, c);
+            return;
+        }
+        struct slot *s = &pool[c->q[0]];
+        if (!c->resp_started) {
+            s->resp_body_bytes = 0;
+            memcpy(s->resp.extra_names, extra_resp_names, sizeof s->resp.extra_names);
+            http_resp_reset(&s->resp, s->req.method_len == 4 && memcmp(s->req.method, "HEAD", 4) == 0);
+            c->resp_started = 1;
+        }
+        size_t used = 0;
+        int ev = http_resp_feed(&s->resp, data, n, &used);
+        if (ev & HTTP_P_ERROR) {
+            stop_tracking(fd, c);
+            return;
+        }
+        if (used > n)
+            used = n;
+        s->resp_body_bytes += (int64_t)used; /* head included; subtracted at the end */
+        s->last_write_mono = now;
+        data += used;
+        n -= used;
+        if (ev & HTTP_P_DONE) {
+            if (s->resp.status < 200) {
+                c->resp_started = 0; /* 100 Continue & co: the final answer follows */
+                continue;
+            }
+            emit_span(c, s, s->resp.status, 0, now);
+            pop_front(c);
+            continue;
+        }
+        break;
+    }
+}
+
+void conn_on_write(int fd, const void *buf, size_t n)
+{
+    struct conn *c = lock_conn(fd);
+    if (!c)
+        return;
+    int saved = errno;
+    c->fork_gen = fork_gen;
+    feed_out(fd, c, buf, n);
+    errno = saved;
+    unlock_conn(c);
+}
+
+void conn_on_writev(int fd, const struct iovec *iov, int iovcnt, size_t n)
+{
+    struct conn *c = lock_conn(fd);
+    if (!c)
+        return;
+    int saved = errno;
+    c->fork_gen = fork_gen;
+    for (int i = 0; i < iovcnt && n > 0 && conn_state[fd] != CONN_IGNORED; i++) {
+        size_t k = iov[i].iov_len < n ? iov[i].iov_len : n;
+        feed_out(fd, c, iov[i].iov_base, k);
+        n -= k;
+    }
+    errno = saved;
+    unlock_conn(c);
+}
+
+void conn_on_sendfile(int fd, size_t n)
+{
+    struct conn *c = lock_conn(fd);
+    if (!c)
+        return;
+    int saved = errno;
+    c->fork_gen = fork_gen;
+    if (c->nq > 0 && c->resp_started) {
+        struct slot *s = &pool[c->q[0]];
+        int64_t now = clock_ns(CLOCK_MONOTONIC);
+        s->last_write_mono = now;
+        int ev = http_resp_skip_body(&s->resp, n);
+        if ((ev & HTTP_P_DONE) && s->resp.status >= 200) {
+            emit_span(c, s, s->resp.status, 0, now);
+            pop_front(c);
+        }
+    }
+    errno = saved;
+    unlock_conn(c);
+}
+
+/* ---- end of a connection ------------------------------------------------ */
+
+void conn_on_close(int fd)
+{
+    uint8_t *st = conn_state;
+    if (!st || fd < 0 || fd >= CONN_MAX_FD || st[fd] == CONN_NONE)
+        return;
+    struct conn *c = &conns[fd];
+    if (__atomic_exchange_n(&c->lock, 1, __ATOMIC_ACQUIRE) != 0) {
+        st[fd] = CONN_NONE;
+        return;
+    }
+    int saved = errno;
+    if (st[fd] == CONN_HTTP) {
+        if (c->fork_gen != fork_gen) {
+            /* Last used before a fork: the other process may be answering. */
+            if (c->nq)
+                count(&conn_counters.dropped_handoff);
+        } else {
+            int64_t now = clock_ns(CLOCK_MONOTONIC);
+            for (int k = 0; k < c->nq; k++) {
+                struct slot *s = &pool[c->q[k]];
+                if (k == 0 && c->resp_started && s->resp.status >= 200 && s->resp.body_until_close)
+                    emit_span(c, s, s->resp.status, SPAN_F_RESP_UNTIL_CLOSE,
+                              s->last_write_mono ? s->last_write_mono : now);
+                else
+                    emit_span(c, s, 0, SPAN_F_NO_RESPONSE, now);
+            }
+        }
+    }
+    release_all(c);
+    st[fd] = CONN_NONE;
+    errno = saved;
+    unlock_conn(c);
+}
+
+void conn_on_dup(int oldfd, int newfd)
+{
+    (void)oldfd;
+    conn_on_close(newfd);
+}
