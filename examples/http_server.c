@@ -13,6 +13,8 @@
  *   GET  /chunked              a chunked response in three writes
  *   GET  /error                503
  *   POST /echo                 echoes the body (Content-Length bodies; Expect: 100-continue honoured)
+ *   GET  /stream               a body delimited by closing the connection (no length)
+ *   GET  /drop                 closes the connection without answering
  *   HEAD any of the above      headers only
  * usage: http_server PORT [--port-file FILE] */
 #include <arpa/inet.h>
@@ -190,6 +192,16 @@ static void *serve(void *arg)
                 rc |= write_all(fd, "6\r\n world\r\n", 11);
                 rc |= write_all(fd, "0\r\n\r\n", 5);
             }
+        } else if (strcmp(target, "/stream") == 0) {
+            const char *h = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n";
+            rc = write_all(fd, h, strlen(h));
+            if (!head_only && rc == 0)
+                rc = write_all(fd, "streamed until close\n", 21);
+            free(body);
+            break;
+        } else if (strcmp(target, "/drop") == 0) {
+            free(body);
+            break;
         } else if (strcmp(target, "/error") == 0) {
             rc = respond(fd, head_only, 503, "Service Unavailable", "text/plain", "down\n", keep);
         } else if (strcmp(target, "/echo") == 0 && strcmp(method, "POST") == 0) {

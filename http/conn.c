@@ -34,7 +34,9 @@
 #include <unistd.h>
 
 #define POOL_SLOTS 512
-#define CONN_MAXQ 8
+/* Requests read ahead of their responses that one connection may hold: a
+ * client pipelining deeper stops being traced (counted), never slows the host. */
+#define CONN_MAXQ 32
 #define SPAN_RING_BYTES (2u << 20)
 
 struct conn {
@@ -290,6 +292,7 @@ static void feed_in(int fd, struct conn *c, const uint8_t *data, size_t n)
         if (c->cur < 0) {
             if (c->nq >= CONN_MAXQ) {
                 /* A client pipelining deeper than we follow: give up on it. */
+                count(&conn_counters.dropped_depth);
                 stop_tracking(fd, c);
                 return;
             }

@@ -34,6 +34,7 @@ struct conn_counters {
     uint64_t dropped_contended;/* socket used by two threads at once: tracking stopped */
     uint64_t dropped_handoff;  /* requests left to another process after fork */
     uint64_t not_http;         /* sockets dropped after their first bytes */
+    uint64_t dropped_depth;    /* connections pipelining deeper than followed */
 };
 extern struct conn_counters conn_counters;
 
