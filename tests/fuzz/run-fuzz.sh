@@ -44,11 +44,11 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
     -print_final_stats=1 -artifact_prefix="$out/" "$corpus" >"$log" 2>&1
 rc=$?
 # the final figures: executions, speed, coverage, corpus size
-grep -E '^(#[0-9]+.*DONE|stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb)' "$log"
-tail -n 40 "$log" | grep -E 'cov:|ft:' | tail -n 1
+grep -aE '^(#[0-9]+.*DONE|stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb)' "$log"
+tail -n 40 "$log" | grep -aE 'cov:|ft:' | tail -n 1
 if [ $rc -ne 0 ]; then
     echo "run-fuzz: fuzzer exited with status $rc; log: $log" >&2
-    grep -E 'ERROR|fuzz_http_parser:|SUMMARY|artifact' "$log" | head -n 20 >&2
+    grep -aE 'ERROR|fuzz_http_parser:|SUMMARY|artifact' "$log" | head -n 20 >&2
     exit 1
 fi
 echo "run-fuzz: no crash in ${secs}s; log: $log"
