@@ -102,6 +102,9 @@ $(B)/tests/test_traces: tests/unit/test_traces.c $(B)/obj/agent_io/traces.o $(B)
 $(B)/tests/test_http_parser: tests/unit/test_http_parser.c $(B)/obj/http/parser.o $(COMMON_O)
 	@mkdir -p $(dir $@)
 	$(CC) $(UNIT_CFLAGS) -o $@ $^ $(LDSAN)
+$(B)/tests/test_span_rules: tests/unit/test_span_rules.c $(SPANRULES_O) $(COMMON_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(UNIT_CFLAGS) -o $@ $^ $(LDSAN)
 UNIT_TESTS := $(patsubst tests/unit/test_%.c,$(B)/tests/test_%,$(wildcard tests/unit/test_*.c))
 
 # ---- programs the end-to-end tests run under the shim ------------------------

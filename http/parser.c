@@ -29,7 +29,10 @@
  *   from its first byte.
  * - Captured header values are trimmed of OWS; a repeated captured header is
  *   appended as ", value" (RFC 9110 §5.3 combination, which tracestate
- *   needs); values longer than 511 bytes are cut with truncated=1.
+ *   needs); values longer than 511 bytes are cut with truncated=1. A
+ *   field's len and NUL move at the end of each of its lines: while a line
+ *   is being read, v[len] may already hold the new bytes (fields are read
+ *   after HTTP_P_HEADERS, when every line has ended).
  * - Authorization, Cookie, Set-Cookie and Proxy-Authorization are never copied
  *   anywhere, whatever extra_names says.
  * - Header names longer than 64 bytes match nothing (the longest name captured

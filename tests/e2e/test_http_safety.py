@@ -108,6 +108,35 @@ t.ok(out.count(b"HTTP/1.1 200") == 30 and len(spans2) == 30 and
 t.ok(rc == -15, "the server exits by its SIGTERM as usual")
 ik.stop()
 
+# ---- MSG_PEEK: a server that peeks before reading sees no double count ----
+PEEK_SERVER = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(8)
+while True:
+    c, _ = s.accept()
+    if not c.recv(16, socket.MSG_PEEK):   # look first, as protocol sniffers do
+        c.close(); continue
+    data = b""
+    while b"\r\n\r\n" not in data:
+        b = c.recv(4096)
+        if not b: break
+        data += b
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+    c.close()
+"""
+ik = Intake()
+port = free_port()
+srv = Server(["/usr/bin/python3", "-c", PEEK_SERVER, str(port)], shim_env(agent=ik.url, extra={"DD_PROFILING_ENABLED": "false"}),
+             port=port)
+for path in ("/peek/a", "/peek/bb", "/peek/ccc"):
+    run(["curl", "-s", "-o", "/dev/null", "http://127.0.0.1:%d%s" % (port, path)], shim_env(preload=False))
+spans = wait_spans(ik, 3, timeout=10)
+srv.stop()
+urls = sorted(sp["meta"].get("http.url", "").split("/", 3)[-1] for sp in spans)
+t.ok(urls == ["peek/a", "peek/bb", "peek/ccc"], "MSG_PEEK reads are not counted: one span per request, URLs intact (%s)" % urls)
+ik.stop()
+
 # ---- redis: non-HTTP traffic makes no spans and is not disturbed ----
 if shutil.which("redis-server") and shutil.which("redis-benchmark"):
     ik = Intake()
