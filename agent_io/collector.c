@@ -55,6 +55,8 @@ static struct {
     uint64_t flush_req, flush_done; /* flush generations */
     long flush_timeout_ms;
     int started;
+    int pausing;             /* collector_pause: the threads are to end */
+    pthread_t th_collect, th_upload;
     int term_flush_pending; /* a terminating-signal handler waits for the flush */
     int64_t period_start_ns;
     uint64_t seq;
@@ -221,7 +223,10 @@ static void *collector_thread(void *arg)
         nanosleep(&d, NULL);
         pthread_mutex_lock(&C.lock);
         drain_locked();
+        int stop = C.pausing;
         pthread_mutex_unlock(&C.lock);
+        if (stop)
+            return NULL;
     }
     return NULL;
 }
@@ -351,11 +356,14 @@ static void *uploader_thread(void *arg)
         struct timespec dl = {due / 1000000000LL, due % 1000000000LL};
         pthread_mutex_lock(&C.lock);
         int r = 0;
-        while (C.flush_req == C.flush_done && r != ETIMEDOUT)
+        while (C.flush_req == C.flush_done && !C.pausing && r != ETIMEDOUT)
             r = pthread_cond_timedwait(&C.wake, &C.lock, &dl);
         uint64_t req = C.flush_req;
         long flush_timeout = C.flush_timeout_ms;
+        int stop = C.pausing;
         pthread_mutex_unlock(&C.lock);
+        if (stop)
+            return NULL;
         if (req != C.flush_done) {
             int64_t t0 = now_ns(CLOCK_MONOTONIC);
             deliver_traces(flush_timeout / 2);
@@ -393,15 +401,19 @@ int collector_start(void)
     pthread_sigmask(SIG_SETMASK, &all, &old);
     pthread_attr_t a;
     pthread_attr_init(&a);
-    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    /* Joinable: collector_pause must know they are gone. */
     pthread_attr_setstacksize(&a, 256 * 1024);
-    pthread_t t1, t2;
-    int rc = hooks_real_pthread_create(&t1, &a, collector_thread, NULL);
+    C.pausing = 0;
+    int rc = hooks_real_pthread_create(&C.th_collect, &a, collector_thread, NULL);
     if (rc == 0) {
-        pthread_setname_np(t1, "ddshim-collect");
-        rc = hooks_real_pthread_create(&t2, &a, uploader_thread, NULL);
-        if (rc == 0)
-            pthread_setname_np(t2, "ddshim-upload");
+        pthread_setname_np(C.th_collect, "ddshim-collect");
+        rc = hooks_real_pthread_create(&C.th_upload, &a, uploader_thread, NULL);
+        if (rc == 0) {
+            pthread_setname_np(C.th_upload, "ddshim-upload");
+        } else {
+            C.pausing = 1;
+            pthread_join(C.th_collect, NULL);
+        }
     }
     pthread_attr_destroy(&a);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -412,6 +424,41 @@ int collector_start(void)
     }
     C.started = 1;
     return 0;
+}
+
+int collector_pause(long timeout_ms)
+{
+    if (!C.started)
+        return 0;
+    pthread_mutex_lock(&C.lock);
+    C.pausing = 1;
+    pthread_cond_broadcast(&C.wake);
+    pthread_mutex_unlock(&C.lock);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    int a = pthread_timedjoin_np(C.th_collect, NULL, &dl);
+    int b = pthread_timedjoin_np(C.th_upload, NULL, &dl);
+    if (a != 0 || b != 0) {
+        /* The uploader is stuck in a delivery: it ends when that does. */
+        log_info("the shim's threads did not stop in time for the program's unshare/setns");
+        C.started = 0;
+        return -1;
+    }
+    C.started = 0;
+    return 1;
+}
+
+void collector_resume(void)
+{
+    if (C.started)
+        return;
+    collector_start();
 }
 
 int collector_has_data(void)

@@ -18,6 +18,12 @@ void collector_final_flush(long timeout_ms);
 /* In a fork child (single-threaded): emptied ring, fresh tables, runtime-id,
  * threads. 0 or -1. */
 int collector_after_fork_child(void);
+/* Stop the two threads (joined) so the process is single-threaded again for a
+ * host's unshare(CLONE_NEWUSER)/setns(); 1 when stopped, 0 when none ran, -1
+ * when they did not stop within timeout_ms. */
+int collector_pause(long timeout_ms);
+/* Start them again after collector_pause. */
+void collector_resume(void);
 /* True when there is anything a flush would deliver. */
 int collector_has_data(void);
 

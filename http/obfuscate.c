@@ -755,6 +755,30 @@ static long node_size(const struct node *nodes, int n)
     return s > OBF_MAX_PROG ? OBF_MAX_PROG + 1 : s;
 }
 
+/* Whether a node can match the empty string. */
+static int nullable(const struct node *nodes, int n)
+{
+    const struct node *nd = &nodes[n];
+    switch (nd->kind) {
+    case N_CLASS:
+        return 0;
+    case N_CAT:
+        for (int c = nd->child; c >= 0; c = nodes[c].next)
+            if (!nullable(nodes, c))
+                return 0;
+        return 1;
+    case N_ALT:
+        for (int c = nd->child; c >= 0; c = nodes[c].next)
+            if (nullable(nodes, c))
+                return 1;
+        return 0;
+    case N_REP:
+        return nd->min == 0 || nullable(nodes, nd->child);
+    default: /* N_EMPTY, N_ASSERT */
+        return 1;
+    }
+}
+
 struct gen {
     struct inst *prog;
     int n;
@@ -817,7 +841,17 @@ static void gen_node(struct gen *g, int n)
     }
     case N_REP: {
         int greedy = nd->greedy, x = nd->child;
-        if (nd->max < 0 && nd->min == 0) { /* x* */
+        if (nd->max < 0 && nd->min == 0 && nullable(g->nodes, x)) {
+            /* x* as (x+)? when x can match "", as RE2 and Go do: with the
+             * plain loop an empty pass through x would outrank leaving the
+             * loop, unlike Perl (golang.org/issue/46123). */
+            int sp = emit(g, OP_SPLIT, 0, 0);
+            int top = g->n;
+            gen_node(g, x);
+            int sp2 = emit(g, OP_SPLIT, 0, 0);
+            split_to(g, sp2, greedy, top, sp2 + 1);
+            split_to(g, sp, greedy, top, g->n);
+        } else if (nd->max < 0 && nd->min == 0) { /* x* */
             int sp = emit(g, OP_SPLIT, 0, 0);
             gen_node(g, x);
             emit(g, OP_JMP, sp, 0);

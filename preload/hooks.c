@@ -19,11 +19,14 @@
  *           _chk forms), write, writev, send, sendto, sendmsg, sendfile(64),
  *           shutdown, dup: bytes of accepted sockets go to http/conn.c; every
  *           other descriptor costs one branch
+ *  ns       unshare, setns: new user (or mount) namespaces need a
+ *           single-threaded process; the shim's two threads step aside
  *  fds      close, close_range, closefrom, dup2, dup3, pipe2: the shim's and
  *           libunwind's descriptors (preload/fdguard.c) survive a host that
  *           closes everything; pipe2 and close are async-signal-safe here */
 #include "preload/hooks.h"
 
+#include "agent_io/collector.h"
 #include "http/conn.h"
 #include "preload/fdguard.h"
 #include "preload/sampler.h"
@@ -33,6 +36,7 @@
 #include <errno.h>
 #include <link.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -83,6 +87,8 @@ static ssize_t (*real_sendfile)(int, int, off_t *, size_t);
 static ssize_t (*real_sendfile64)(int, int, off64_t *, size_t);
 static int (*real_shutdown)(int, int);
 static int (*real_dup)(int);
+static int (*real_unshare)(int);
+static int (*real_setns)(int, int);
 
 #define RESOLVE(name)                                                                              \
     do {                                                                                           \
@@ -130,6 +136,8 @@ void hooks_resolve(void)
     RESOLVE(sendfile64);
     RESOLVE(shutdown);
     RESOLVE(dup);
+    RESOLVE(unshare);
+    RESOLVE(setns);
 }
 
 /* ---- signals ------------------------------------------------------------ */
@@ -808,5 +816,57 @@ EXPORT int shutdown(int fd, int how)
     /* Nothing more can be written: a response delimited by close ends here. */
     if (rc == 0 && how != SHUT_RD && conn_tracked(fd))
         conn_on_close(fd);
+    return rc;
+}
+
+/* ---- namespaces ----------------------------------------------------------
+ * The kernel refuses a new user namespace (and setns into a user or mount
+ * namespace) to a multi-threaded process: the shim's collector and uploader
+ * threads are stopped for the call and started again after it, so a
+ * single-threaded program keeps getting what it would without the shim. */
+
+static int pause_threads(void)
+{
+    return shim_active && !sampler_tls.shim_thread ? collector_pause(2000) : 0;
+}
+
+static void resume_threads(int paused)
+{
+    if (paused)
+        collector_resume();
+}
+
+EXPORT int unshare(int flags)
+{
+    RESOLVE(unshare);
+    MISSING(unshare, -1);
+    int needs_single = flags & (CLONE_NEWUSER | CLONE_THREAD | CLONE_SIGHAND | CLONE_VM);
+    int paused = needs_single ? pause_threads() : 0;
+    int rc = real_unshare(flags);
+    /* A thread that was just joined may still count for a moment. */
+    for (int i = 0; rc != 0 && errno == EINVAL && paused == 1 && i < 20; i++) {
+        usleep(1000);
+        rc = real_unshare(flags);
+    }
+    int e = errno;
+    resume_threads(paused);
+    errno = e;
+    return rc;
+}
+
+EXPORT int setns(int fd, int nstype)
+{
+    RESOLVE(setns);
+    MISSING(setns, -1);
+    int needs_single = nstype == 0 || (nstype & (CLONE_NEWUSER | CLONE_NEWNS));
+    int paused = needs_single ? pause_threads() : 0;
+    int rc = real_setns(fd, nstype);
+    for (int i = 0; rc != 0 && errno == EINVAL && paused == 1 && i < 20; i++) {
+        usleep(1000);
+        rc = real_setns(fd, nstype);
+    }
+    int e = errno;
+    resume_threads(paused);
+    errno = e;
     return rc;
 }

@@ -112,6 +112,19 @@ if go and files:
 else:
     t.ok(False, "... and it is still profiled after its fds were closed", (files, p.err))
 
+# ---- a single-threaded program that needs to stay single-threaded ----
+import shutil as _sh
+if _sh.which("unshare"):
+    base = run(["unshare", "-Ur", "id", "-u"], shim_env(preload=False))
+    if base.returncode == 0:
+        p = run(["unshare", "-Ur", "id", "-u"], shim_env(tmpdir()))
+        t.ok(p.returncode == 0 and p.out == base.out,
+             "unshare(CLONE_NEWUSER) works under the shim (its threads step aside)", p.err)
+    else:
+        t.skip("unshare(CLONE_NEWUSER)", "user namespaces not available here")
+else:
+    t.skip("unshare(CLONE_NEWUSER)", "unshare(1) not installed")
+
 # ---- bad configuration: one clear line, that part off, host unaffected ----
 cases = [
     ({"DD_SHIM_SAMPLE_HZ": "fast"}, "DD_SHIM_SAMPLE_HZ", False),
