@@ -1,7 +1,9 @@
 /* bench/work.c — fixed-work CPU-bound program for the sampling-cost bench.
  * Unlike busy/split (which stop after a CPU-time budget, so any overhead is
  * absorbed), this does a fixed number of work units, so overhead shows up as
- * extra CPU. usage: work UNITS [THREADS]
+ * extra CPU. usage: work UNITS [THREADS [WALL_SECONDS]]
+ * With WALL_SECONDS > 0, every thread works until that much wall time has
+ * passed instead (the payload bench: a busy 2-thread program for 60 s).
  * Prints one JSON line: the process's rusage CPU at the end of main (before
  * any exit-time work of a profiler) and the wall time of the work. */
 #include <pthread.h>
@@ -40,10 +42,23 @@ __attribute__((noinline)) static void stage(int depth)
 }
 
 static long units_per_thread;
+static long long wall_until;
+
+static long long mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
 static void *worker(void *p)
 {
     (void)p;
+    if (wall_until) {
+        while (mono_ns() < wall_until)
+            stage(8);
+        return NULL;
+    }
     for (long u = 0; u < units_per_thread; u++)
         stage(8);
     return NULL;
@@ -58,6 +73,9 @@ int main(int argc, char **argv)
     if (threads > 64)
         threads = 64;
     units_per_thread = units / threads;
+    double wall_s = argc > 3 ? atof(argv[3]) : 0;
+    if (wall_s > 0)
+        wall_until = mono_ns() + (long long)(wall_s * 1e9);
     struct timespec w0, w1;
     clock_gettime(CLOCK_MONOTONIC, &w0);
     pthread_t t[64];

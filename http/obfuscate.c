@@ -981,7 +981,6 @@ obf_rule *obf_compile(const char *pattern, char *err, size_t errlen)
         root = fail(&ps, "unexpected )");
     long size = root >= 0 ? node_size(ps.nodes, root) + 1 : 0;
     if (root >= 0 && size > OBF_MAX_PROG) {
-        ps.p = ps.pat;
         if (err && errlen)
             snprintf(err, errlen, "pattern too large: more than %d instructions once repetitions "
                      "are expanded", OBF_MAX_PROG);

@@ -64,6 +64,56 @@ static void compare(int is_resp, const uint8_t *d, size_t len, const size_t *c, 
         die(side, what, w);
 }
 
+/* sendfile: the body bytes of the first response, or k of them, bypass feed
+ * through http_resp_skip_body. With a Content-Length body the message must
+ * end at the same stream offset as when every byte is fed (ref); skipping
+ * more than the body is an error. Also: ERROR and DONE are sticky. */
+static void check_skip_body(const uint8_t *d, size_t len, uint32_t head_bits, uint8_t mode)
+{
+    size_t used, h = 0;
+    int ev = 0;
+    http_resp_reset(&resp, head_bits & 1);
+    while (h < len && !(ev & (HTTP_P_HEADERS | HTTP_P_ERROR)))
+        ev = http_resp_feed(&resp, d + h++, 1, &used); /* h: just past the head */
+    if (ev & HTTP_P_ERROR) {
+        ev = http_resp_feed(&resp, d, len, &used);
+        if (ev != HTTP_P_ERROR || used != len)
+            die("response", "sticky error", "feed after ERROR");
+        return;
+    }
+    if (!(ev & HTTP_P_HEADERS))
+        return;
+    if (ev & HTTP_P_DONE) {
+        if (http_resp_feed(&resp, d, len, &used) != HTTP_P_DONE || used != 0)
+            die("response", "sticky done", "feed after DONE");
+        return;
+    }
+    if (resp.chunked || resp.body_until_close || resp.content_length <= 0 || ref.n == 0)
+        return;
+    uint64_t cl = (uint64_t)resp.content_length;
+    uint64_t k = mode & 1 ? cl : (uint64_t)(mode * 7u) % (cl + 2);
+    if (k > len - h && k <= cl)
+        k = len - h;
+    ev = http_resp_skip_body(&resp, k);
+    if (k > cl) {
+        if (ev != HTTP_P_ERROR)
+            die("response", "skip_body", "skipping past the body is not an error");
+        return;
+    }
+    if ((ev == HTTP_P_DONE) != (k == cl) || (ev & ~HTTP_P_DONE))
+        die("response", "skip_body", "DONE exactly when the body is complete");
+    if (ev == HTTP_P_DONE) {
+        if (!(ref.m[0].ev & HTTP_P_DONE) || ref.m[0].end != h + k)
+            die("response", "skip_body", "ends elsewhere than when fed");
+        return;
+    }
+    size_t off = h + (size_t)k;
+    ev = off < len ? http_resp_feed(&resp, d + off, len - off, &used) : 0;
+    if ((ev & HTTP_P_DONE) != (ref.m[0].ev & HTTP_P_DONE) ||
+        ((ev & HTTP_P_DONE) && ref.m[0].end != off + used))
+        die("response", "skip_body", "message end differs from feeding every byte");
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
@@ -109,6 +159,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             for (size_t k = 0; k + 1 < len; k++)
                 cuts[k] = k + 1;
             compare(is_resp, d, len, cuts, (unsigned)(len - 1), head_bits, "byte by byte");
+        }
+        if (is_resp) {
+            one(1, d, len, NULL, 0, head_bits, &ref);
+            check_skip_body(d, len, head_bits, mode);
         }
     }
     return 0;

@@ -14,6 +14,8 @@
  *                         flushed.
  *   life _exit            prints without flushing, spins, calls _exit(4) while a
  *                         thread spins: nothing printed, status 4.
+ * exit_thread, _exit and abort print "T <CLOCK_MONOTONIC ns>" on stderr just
+ * before leaving, so the caller can measure how long the exit itself takes.
  *   life abort            a thread spins; main burns, prints "T <CLOCK_MONOTONIC
  *                         ns>" on stderr and calls abort().
  * Every mode burns CPU so that sampling signals are in flight. */
@@ -233,6 +235,7 @@ static void *exiting_worker(void *arg)
     (void)arg;
     life_burn(300000);
     printf("thread calls exit(5)\n"); /* buffered: exit flushes */
+    fprintf(stderr, "T %lld\n", mono_ns());
     exit(5);
 }
 
@@ -253,6 +256,7 @@ static int mode__exit(void)
     pthread_create(&s, NULL, spin_forever, NULL);
     printf("this line is never flushed\n");
     life_burn(300000);
+    fprintf(stderr, "T %lld\n", mono_ns());
     _exit(4);
 }
 

@@ -193,6 +193,7 @@ static void obfuscation(void)
         {"a.c", "abc a\nc", "<redacted> a\nc", ". does not match newline"},
         {"(?s)a.c", "a\nc", "<redacted>", "(?s) . matches newline"},
         {"a*", "baab", "b<redacted>b", "empty matches are ignored"},
+        {"(|a)*\\w", "aa", "<redacted><redacted>", "nullable loop body: Perl/RE2/Go priority"},
         {"(?P<k>key)=(?<v>\\w+)", "key=v1&x", "<redacted>&x", "named groups"},
         {"a{,2}", "a{,2}", "<redacted>", "{,2} is a literal (RE2)"},
     };
