@@ -470,7 +470,8 @@ int spans_deliver(struct spans_state *s, const aio_target *agent, const uint8_t 
         log_info("%llu spans did not fit the span buffer and were dropped", (unsigned long long)dropped);
     size_t cap = count < BATCH ? (count ? count : 1) : BATCH;
     struct span_out *out = calloc(cap, sizeof *out);
-    struct span_build *builds = calloc(cap, sizeof *builds);
+    /* malloc, not calloc: build_span sets what it uses; zeroing 8 KB a span cost ~1 us each */
+    struct span_build *builds = malloc(cap * sizeof *builds);
     struct rec_view *v = malloc(sizeof *v);
     int rc = 0;
     if (!out || !builds || !v) {

@@ -2,9 +2,13 @@
  * samples to deliver at exit), then prints CLOCK_MONOTONIC in ns just before
  * returning from main. The harness timestamps the return of wait4 on the same
  * clock: the difference is the time from the program's own exit path to the
- * end of the process. */
+ * end of the process. With argv[2] "sigterm", it raises SIGTERM (default
+ * disposition) right after printing instead of returning.
+ * usage: exitprobe [MS [return|sigterm]] */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static volatile double sink;
@@ -31,5 +35,7 @@ int main(int argc, char **argv)
     burn(argc > 1 ? atol(argv[1]) : 500);
     printf("%lld\n", now(CLOCK_MONOTONIC));
     fflush(stdout);
+    if (argc > 2 && strcmp(argv[2], "sigterm") == 0)
+        raise(SIGTERM);
     return 0;
 }

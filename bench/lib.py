@@ -72,9 +72,17 @@ def plain():
     return Env()
 
 
-def shim(out, **kw):
-    d = {"LD_PRELOAD": LIB, "DD_TRACE_AGENT_URL": "http://127.0.0.1:1", "DD_SHIM_OUTPUT_DIR": out,
-         "DD_SHIM_LOG_LEVEL": "error"}
+def shim(out=None, agent=None, **kw):
+    """The shim's environment: with an Agent (an intake's URL), as in
+    production (no output directory: DD_SHIM_OUTPUT_DIR would *also* write
+    every span as JSON); without one, nothing listens at the Agent URL and
+    profiles and spans go to OUT."""
+    d = {"LD_PRELOAD": LIB, "DD_SHIM_LOG_LEVEL": "error"}
+    if agent:
+        d["DD_TRACE_AGENT_URL"] = agent
+    else:
+        d["DD_TRACE_AGENT_URL"] = "http://127.0.0.1:1"
+        d["DD_SHIM_OUTPUT_DIR"] = out or tmp("out")
     d.update({k: str(v) for k, v in kw.items()})
     return Env(d)
 
@@ -127,7 +135,8 @@ def run(argv, env=None, pin=None, timeout=900, during=None):
     out = tempfile.TemporaryFile(dir=T)
     err = tempfile.TemporaryFile(dir=T)
     t0 = time.monotonic_ns()
-    p = subprocess.Popen(pinned(argv, pin), env=env.env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    p = subprocess.Popen(pinned(argv, pin), env=env.env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                         cwd=T)
     killer = threading.Timer(timeout, lambda: _kill(p.pid))
     killer.start()
     th = None
@@ -208,8 +217,23 @@ def proc_status(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
             k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM", "Threads"):
+            if k in ("VmRSS", "VmHWM", "Threads", "RssAnon", "RssFile", "RssShmem"):
                 d[k] = int(v.split()[0])
+    return d
+
+
+def threads_cpu(pid):
+    """{tid: (name, on-CPU seconds)} of a process's live threads (schedstat, ns)."""
+    d = {}
+    for t in glob.glob("/proc/%d/task/*" % pid):
+        try:
+            with open(t + "/comm") as f:
+                name = f.read().strip()
+            with open(t + "/schedstat") as f:
+                ns = int(f.read().split()[0])
+            d[int(os.path.basename(t))] = (name, ns / 1e9)
+        except (OSError, ValueError):
+            pass
     return d
 
 

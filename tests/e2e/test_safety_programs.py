@@ -11,9 +11,10 @@ builds), sort of a 1 MB file (external merge, 2 threads), perl one-liners
 (fork, system, backticks, die), curl against a python3 http.server started
 without the shim, sqlite3, and a bash loop of 1,000 fork+exec (its wall time
 with and without is printed for information, never asserted).
-Environment knobs (for proving the checks can fail): DDSHIM_SAFETY_BREAK=1
-makes every program's shim run see a different argument, so every comparison
-must fail."""
+Environment knob (for proving the checks can fail): DDSHIM_SAFETY_BREAK=1
+gives every program's shim run a different argument (or, for sh/bash, an
+extra line on stdout and stderr), so every comparison must fail; with
+DDSHIM_LIB pointing at an empty library every check must pass."""
 import os
 import resource
 import shutil
@@ -24,12 +25,20 @@ import sys
 import threading
 import time
 
-from ddtest import LIB, Tap, profiles_in, shim_env, tmpdir
+from ddtest import Tap, profiles_in, shim_env, tmpdir
 
 t = Tap()
+CREATED = []
+
+
+def tmp(prefix):
+    d = tmpdir(prefix)
+    CREATED.append(d)
+    return d
+
 HZ = "999"
 BREAK = os.environ.get("DDSHIM_SAFETY_BREAK") == "1"
-WORK = tmpdir("ddshim-safety-programs-")
+WORK = tmp("ddshim-safety-programs-")
 HOME = os.path.join(WORK, "home")
 TMP = os.path.join(WORK, "tmp")
 os.makedirs(HOME)
@@ -131,11 +140,11 @@ def compare(name, argv, setup=None, input=None, timeout=120, extra_env=None):
         os.makedirs(d)
         if setup:
             setup(d)
-        out = tmpdir("ddshim-safety-out-")
+        out = tmp("ddshim-safety-out-")
         env = shim_env(out, extra=dict(COMMON, DD_SHIM_SAMPLE_HZ=HZ, **(extra_env or {})), preload=with_shim)
         a = list(argv)
         if with_shim and BREAK:
-            a = a + ["--ddshim-safety-break"] if a[0] not in ("sh", "bash") else [a[0], "-c", "echo broken; " + a[-1]]
+            a = a + ["--ddshim-safety-break"] if a[0] not in ("sh", "bash") else [a[0], "-c", "echo broken; echo broken >&2; " + a[-1]]
         r = xrun(a, env, cwd=d, input=input, timeout=timeout)
         r.files = tree(d)
         r.profiles = len(profiles_in(out))
@@ -198,6 +207,11 @@ sys.exit(3)
 '''
 compare("python3 script (threads, subprocess, json)", ["/usr/bin/python3", "script.py"],
         setup=lambda d: write(os.path.join(d, "script.py"), PY_SCRIPT))
+# A program that uses OpenSSL itself (every HTTPS client does): libcrypto's own
+# exit handler runs before the shim's final delivery.
+compare("python3 with OpenSSL (ssl.create_default_context, 0.2 s of CPU)",
+        ["/usr/bin/python3", "-c", "import ssl, hashlib\nctx = ssl.create_default_context()\n"
+         "s = sum(i * i for i in range(1000000))\nprint(ctx.protocol, s, hashlib.sha256(b'x').hexdigest()[:8])"])
 compare("python3 -c print (short)", ["/usr/bin/python3", "-c", "import sys; print(sys.argv); print('x' * 10)"])
 
 # ---------------------------------------------------------------- git
@@ -331,15 +345,15 @@ curl -s http://127.0.0.1:1/; echo "refused: curl exit $?"
     # curl (libcurl + OpenSSL) shares those libraries with the shim's agent library;
     # its exit path runs many times here so an exit-time fault cannot hide by chance.
     bad = []
-    for url in [base + "/missing", "file://" + os.path.join(site, "data.bin")] * 10:
+    for url in [base + "/missing", "file://" + os.path.join(site, "data.bin")] * 15:
         argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}\n", url]
         if BREAK:
             argv = ["sh", "-c", "kill -SEGV $$"]
-        r = xrun(argv, shim_env(tmpdir("ddshim-safety-out-"), extra=dict(COMMON, DD_SHIM_SAMPLE_HZ=HZ)), cwd=WORK, timeout=30)
+        r = xrun(argv, shim_env(tmp("ddshim-safety-out-"), extra=dict(COMMON, DD_SHIM_SAMPLE_HZ=HZ)), cwd=WORK, timeout=30)
         if r.rc != 0 or r.timed_out:
             bad.append("%s -> exit status %d%s, stderr %r" % (url, r.rc, " (timed out)" if r.timed_out else "",
                                                               r.err[-200:]))
-    t.ok(not bad, "curl x20 (404 over HTTP, file://): every run exits 0 under the shim (%d did not)" % len(bad),
+    t.ok(not bad, "curl x30 (404 over HTTP, file://): every run exits 0 under the shim (%d did not)" % len(bad),
          "\n".join(bad))
 else:
     t.skip("curl", "curl not installed")
@@ -381,8 +395,10 @@ if srv:
         srv.kill()
 
 # Which programs heard from the shim although they were short (< 100 ms of CPU)?
-short_noisy = [n for n, b, s in summary if s.cpu < 0.1 and any(l.startswith(b"ddshim:") for l in s.err.splitlines())]
+short_noisy = [n for n, b, s in summary if b.cpu < 0.1 and any(l.startswith(b"ddshim:") for l in s.err.splitlines())]
 if short_noisy:
     print("# programs under 100 ms of CPU that got ddshim: lines on stderr: " + "; ".join(short_noisy))
 shutil.rmtree(WORK, ignore_errors=True)
+for d in CREATED:
+    shutil.rmtree(d, ignore_errors=True)
 t.done()

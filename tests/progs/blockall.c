@@ -2,7 +2,11 @@
  * them all with pthread_sigmask() before it creates anything, starts 2 threads
  * (which inherit the mask), all three burn ~400 ms of CPU in blockall_work(),
  * then each checks that its mask is still "everything blocked" (the shim must
- * not change a host's mask) and main prints the result and exits 0. */
+ * not change a host's mask) and main prints the result and exits 0.
+ * "blockall unblock" unblocks SIGPROF in main before starting the threads, as
+ * a shim that changed the mask would: the tests use it to prove that their
+ * check sees a changed mask. */
+#include <string.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -50,11 +54,17 @@ static void *worker(void *arg)
     return NULL;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
+    if (argc > 1 && strcmp(argv[1], "unblock") == 0) {
+        sigset_t prof;
+        sigemptyset(&prof);
+        sigaddset(&prof, SIGPROF);
+        pthread_sigmask(SIG_UNBLOCK, &prof, NULL);
+    }
     pthread_t a, b;
     pthread_create(&a, NULL, worker, NULL);
     pthread_create(&b, NULL, worker, NULL);
