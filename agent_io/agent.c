@@ -336,10 +336,11 @@ static int agent_deliver(void *p, const struct agent_profile *prof, long timeout
         else if (to_agent)
             log_info("profiles go to the Agent at %s", cfg->agent_url);
         else if (cfg->output_dir_set)
-            log_warn("profiles are written to %s", cfg->output_dir);
+            log_msg(cfg->announce ? LOG_WARN : LOG_INFO, "profiles are written to %s", cfg->output_dir);
         else
-            log_warn("no Datadog Agent at %s; profiles are written to %s", cfg->agent_url,
-                     cfg->output_dir);
+            log_msg(cfg->announce ? LOG_WARN : LOG_INFO,
+                    "no Datadog Agent at %s; profiles are written to %s", cfg->agent_url,
+                    cfg->output_dir);
     }
     free(gz);
     free(endpoints);
@@ -367,7 +368,7 @@ static int agent_deliver_traces(void *p, const uint8_t *recs, size_t len, size_t
         if (to_agent)
             log_info("traces go to the Agent at %s", c->cfg->agent_url);
         else
-            log_warn("%straces are written to %s/%s.%lld.traces.jsonl",
+            log_msg(c->cfg->announce ? LOG_WARN : LOG_INFO, "%straces are written to %s/%s.%lld.traces.jsonl",
                      c->cfg->output_dir_set ? "" : "no Datadog Agent answers; ", c->cfg->output_dir,
                      c->cfg->service, (long long)c->pid);
     }

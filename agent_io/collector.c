@@ -317,10 +317,12 @@ static void deliver(int final, long timeout_ms)
         return; /* no CPU samples in this period: nothing worth a profile */
     }
     /* Say it once on stderr when it matters (over 1 % of the period's
-     * samples); otherwise only at info level. Always in the profile. */
+     * samples) and someone is looking (config's announce rule); otherwise
+     * only at info level. Always in the profile. */
     static int warned;
     int level = LOG_INFO;
-    if (!warned && (lost + t->dropped_periods) * 100 > (samples + lost + 1)) {
+    if (!warned && C.cfg->announce && lost + t->dropped_periods >= 10 &&
+        (lost + t->dropped_periods) * 100 > (samples + lost + 1)) {
         warned = 1;
         level = LOG_WARN;
     }

@@ -398,19 +398,46 @@ static int aio_curl_rc = -1;
  * its first initialisation. Registered after the shim's own exit flush, it
  * would run first and leave the final upload touching freed OpenSSL state.
  * Initialising it first with OPENSSL_INIT_NO_ATEXIT keeps it from doing so. */
-static void openssl_no_atexit(void)
+/* libcrypto's OPENSSL_init_crypto, when the process has libcrypto loaded. */
+static int (*crypto_init(void))(uint64_t, const void *)
 {
     void *h = dlopen("libcrypto.so.3", RTLD_NOW | RTLD_NOLOAD);
     if (!h)
-        return;
+        return NULL;
     int (*init)(uint64_t, const void *) = (int (*)(uint64_t, const void *))dlsym(h, "OPENSSL_init_crypto");
+    dlclose(h); /* RTLD_NOLOAD: only drops the reference just taken */
+    return init;
+}
+
+/* True once the process's OpenSSL has run its cleanup (a host's OpenSSL
+ * registers it with atexit; at the host's exit it runs before the shim's final
+ * delivery). libcurl must not be initialised or used then: it would re-enter
+ * freed OpenSSL state. OPENSSL_INIT_BASE_ONLY answers without touching
+ * anything when OpenSSL is stopped. */
+static int openssl_stopped(void)
+{
+    int (*init)(uint64_t, const void *) = crypto_init();
+    return init && init(0x00040000ull /* OPENSSL_INIT_BASE_ONLY */, NULL) == 0;
+}
+
+/* OpenSSL (libcurl's TLS and random backend) registers an atexit cleanup on
+ * its first initialisation. Registered after the shim's own exit flush, it
+ * would run first. Initialising it first with OPENSSL_INIT_NO_ATEXIT keeps it
+ * from registering one. */
+static void openssl_no_atexit(void)
+{
+    int (*init)(uint64_t, const void *) = crypto_init();
     if (init)
         init(0x00080000ull /* OPENSSL_INIT_NO_ATEXIT */, NULL);
-    dlclose(h);
 }
 
 static void curl_init_once(void)
 {
+    if (openssl_stopped()) {
+        log_info("the program's OpenSSL has shut down (exit in progress): no uploads to the Agent");
+        aio_curl_rc = -1;
+        return;
+    }
     openssl_no_atexit();
     aio_curl_rc = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
     if (aio_curl_rc < 0)
@@ -420,6 +447,9 @@ static void curl_init_once(void)
 int aio_global_init(void)
 {
     pthread_once(&aio_curl_once, curl_init_once);
+    /* Also after a successful init: the host's OpenSSL may stop later. */
+    if (aio_curl_rc == 0 && openssl_stopped())
+        return -1;
     return aio_curl_rc;
 }
 

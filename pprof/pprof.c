@@ -32,6 +32,27 @@
 #include <string.h>
 #include <zlib.h>
 
+#include <dlfcn.h>
+#include <pthread.h>
+
+/* zlib through pointers taken from libz.so.1 itself: a plain call would bind
+ * to the first "deflate" in the process's global scope, which may be a
+ * program's own (statically linked, exported) and not zlib at all. */
+static int (*z_deflateInit2_)(z_streamp, int, int, int, int, int, const char *, int);
+static int (*z_deflate)(z_streamp, int);
+static int (*z_deflateEnd)(z_streamp);
+static pthread_once_t z_once = PTHREAD_ONCE_INIT;
+
+static void z_resolve(void)
+{
+    void *h = dlopen("libz.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (h) {
+        z_deflateInit2_ = (int (*)(z_streamp, int, int, int, int, int, const char *, int))dlsym(h, "deflateInit2_");
+        z_deflate = (int (*)(z_streamp, int))dlsym(h, "deflate");
+        z_deflateEnd = (int (*)(z_streamp))dlsym(h, "deflateEnd");
+    }
+}
+
 #include "profile.pb-c.h"
 
 typedef Perftools__Profiles__Profile pb_profile;
@@ -717,7 +738,7 @@ static int gz_deflate(struct gz *g, const uint8_t *p, size_t n, int flush)
         for (;;) {
             if (g->zs.avail_out == 0 && out_grow(g))
                 return -ENOMEM;
-            int rc = deflate(&g->zs, f);
+            int rc = z_deflate(&g->zs, f);
             if (rc == Z_STREAM_END)
                 break;
             if (rc != Z_OK && rc != Z_BUF_ERROR)
@@ -926,8 +947,14 @@ int pprof_serialize_gzip(pprof_builder *b, uint8_t **out, size_t *out_len)
     g->lines = (pb_line *)(g->ids + b->max_nlocs);
     g->linep = (pb_line **)(g->lines + b->max_nlines);
     /* windowBits 15 + 16: a gzip (RFC 1952) header and trailer, not zlib's. */
-    int zrc = deflateInit2(&g->zs, PPROF_GZIP_LEVEL, Z_DEFLATED, 15 + 16, 8,
-                           Z_DEFAULT_STRATEGY);
+    pthread_once(&z_once, z_resolve);
+    if (!z_deflateInit2_ || !z_deflate || !z_deflateEnd) {
+        free(g->ids);
+        free(g);
+        return -ENOSYS;
+    }
+    int zrc = z_deflateInit2_(&g->zs, PPROF_GZIP_LEVEL, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY,
+                              ZLIB_VERSION, (int)sizeof(z_stream));
     if (zrc != Z_OK) {
         free(g->ids);
         free(g);
@@ -940,7 +967,7 @@ int pprof_serialize_gzip(pprof_builder *b, uint8_t **out, size_t *out_len)
     if (!g->err)
         g->err = gz_deflate(g, NULL, 0, Z_FINISH);
     size_t len = g->out ? (size_t)(g->zs.next_out - g->out) : 0;
-    deflateEnd(&g->zs);
+    z_deflateEnd(&g->zs);
     free(g->scratch);
     free(g->ids);
     int rc = g->err;

@@ -323,6 +323,15 @@ int config_load(struct shim_config *c, const char *(*g)(const char *), const cha
         }
     }
 
+    /* One line on stderr says where the data goes, but only where a person
+     * looks: a terminal, or the process ddrun started (it sets
+     * DD_SHIM_ANNOUNCE_PID to its own pid, which the command inherits by
+     * exec). Other processes (a build's compilers, a script's children) keep
+     * their stderr byte for byte. */
+    c->announce = isatty(STDERR_FILENO);
+    if ((v = get(g, "DD_SHIM_ANNOUNCE_PID")) && parse_int(v, 1, 1L << 30, &n) == 0 && n == (long)getpid())
+        c->announce = 1;
+
     /* Output directory, made absolute now: daemons chdir("/") later. */
     const char *dir = get(g, "DD_SHIM_OUTPUT_DIR");
     c->output_dir_set = dir != NULL;

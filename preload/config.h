@@ -22,6 +22,7 @@ struct shim_config {
     int log_level;
     double sample_rate;     /* DD_TRACE_SAMPLE_RATE, -1 when unset */
     char header_tags[1024]; /* DD_TRACE_HEADER_TAGS, raw */
+    int announce;           /* say where data goes on stderr: a terminal, or the process ddrun started */
 };
 
 /* Read the configuration. getenv_fn is getenv in the shim, a fake in tests.

@@ -33,6 +33,7 @@
 #include "preload/shim.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <link.h>
 #include <pthread.h>
@@ -255,11 +256,51 @@ struct tramp {
 static pthread_key_t exit_key;
 static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 
+/* Host threads started through pthread_create and still running, and whether
+ * main has left with pthread_exit. glibc ends such a process with exit(0)
+ * when its last thread ends; the shim's own two threads never end, so the
+ * shim does it for glibc when the last host thread does. */
+static int host_threads;
+static volatile int main_left;
+
+static pid_t tid_now(void)
+{
+    return (pid_t)syscall(SYS_gettid);
+}
+
+/* Threads of the process besides the caller and the shim's two, counted in
+ * /proc (threads made before the shim started, or with raw clone, are not in
+ * host_threads). */
+static int other_threads(void)
+{
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 1; /* unknown: assume others, keep glibc's behaviour */
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 1;
+    buf[n] = '\0';
+    const char *p = strstr(buf, "\nThreads:");
+    if (!p)
+        return 1;
+    return atoi(p + 9) - 1 - 2;
+}
+
+static void host_thread_gone(void)
+{
+    if (__atomic_sub_fetch(&host_threads, 1, __ATOMIC_ACQ_REL) == 0 &&
+        __atomic_load_n(&main_left, __ATOMIC_ACQUIRE))
+        exit(0);
+}
+
 /* Runs at thread exit however it happens (return, pthread_exit, cancel). */
 static void thread_exit_destructor(void *p)
 {
     (void)p;
     sampler_thread_end();
+    host_thread_gone();
 }
 
 static void make_exit_key(void)
@@ -271,12 +312,11 @@ static void *tramp_start(void *p)
 {
     struct tramp t = *(struct tramp *)p;
     free(p);
-    if (shim_profiling_on) {
-        pthread_setspecific(exit_key, (void *)1);
+    pthread_setspecific(exit_key, (void *)1);
+    if (shim_profiling_on)
         sampler_thread_begin();
-    }
     void *r = t.fn(t.arg);
-    sampler_thread_end();
+    /* The key's destructor ends the timer and counts the thread out. */
     return r;
 }
 
@@ -285,7 +325,7 @@ EXPORT int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)
     RESOLVE(pthread_create);
     if (!real_pthread_create)
         return EAGAIN;
-    if (!shim_profiling_on || sampler_tls.shim_thread)
+    if (!shim_active || sampler_tls.shim_thread)
         return real_pthread_create(th, attr, fn, arg);
     pthread_once(&exit_key_once, make_exit_key);
     struct tramp *t = malloc(sizeof *t);
@@ -294,9 +334,12 @@ EXPORT int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)
     t->fn = fn;
     t->arg = arg;
     int saved = errno;
+    __atomic_add_fetch(&host_threads, 1, __ATOMIC_ACQ_REL);
     int rc = real_pthread_create(th, attr, tramp_start, t);
-    if (rc != 0)
+    if (rc != 0) {
+        __atomic_sub_fetch(&host_threads, 1, __ATOMIC_ACQ_REL);
         free(t);
+    }
     errno = saved;
     return rc;
 }
@@ -304,8 +347,15 @@ EXPORT int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)
 EXPORT void pthread_exit(void *ret)
 {
     RESOLVE(pthread_exit);
-    if (shim_profiling_on)
+    if (shim_active && tid_now() == getpid()) {
+        /* main leaves: the process lives on while its other threads do. */
         sampler_thread_end();
+        __atomic_store_n(&main_left, 1, __ATOMIC_RELEASE);
+        if (__atomic_load_n(&host_threads, __ATOMIC_ACQUIRE) == 0 && other_threads() <= 0)
+            exit(0);
+    } else if (shim_profiling_on) {
+        sampler_thread_end();
+    }
     real_pthread_exit(ret);
     __builtin_unreachable();
 }

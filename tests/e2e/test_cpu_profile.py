@@ -9,7 +9,7 @@ import os
 import re
 import signal
 
-from ddtest import PROGS, Tap, have_go, pprof_raw, pprof_top, profiles_in, run, shim_env, tmpdir
+from ddtest import LIB, PROGS, ROOT, Tap, have_go, pprof_raw, pprof_top, profiles_in, run, shim_env, tmpdir
 import json
 
 t = Tap()
@@ -84,6 +84,13 @@ for how, want_rc in (("return", 0), ("exit", 3), ("sigterm", -signal.SIGTERM)):
          (files, p.err))
     if how == "return":
         lines = [l for l in p.err.splitlines() if l.startswith("ddshim:")]
-        t.ok(len(lines) == 1 and out in lines[0], "one stderr line says where profiles go", p.err)
+        t.ok(len(lines) == 0, "run by hand (stderr not a terminal): nothing on the host's stderr", p.err)
         t.ok("busy: done" in p.out, "host stdout untouched")
+        out2 = tmpdir()
+        env = shim_env(out2)
+        env.pop("LD_PRELOAD")
+        q = run([os.path.join(ROOT, "scripts", "ddrun"), "--lib", LIB, "--", os.path.join(PROGS, "busy"), "300"], env)
+        lines = [l for l in q.err.splitlines() if l.startswith("ddshim:")]
+        t.ok(q.returncode == 0 and len(lines) == 1 and out2 in lines[0],
+             "under ddrun, one stderr line says where profiles go", q.err)
 t.done()

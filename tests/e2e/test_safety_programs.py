@@ -5,23 +5,26 @@ and must give the same exit status, byte-identical stdout and byte-identical
 stderr — "ddshim:" lines are not ignored: a short program must not hear from
 the shim at all — and leave the same files behind (nothing of the shim's in the
 working directory):
-python3 (threads, subprocess, json), git (init, commit, log --format, diff,
-status), make -j4 on a generated Makefile, gcc (warning, error, the binary it
-builds), sort of a 1 MB file (external merge, 2 threads), perl one-liners
-(fork, system, backticks, die), curl against a python3 http.server started
-without the shim, sqlite3, and a bash loop of 1,000 fork+exec (its wall time
-with and without is printed for information, never asserted).
+python3 (threads, subprocess, json; one that uses OpenSSL; a short one), git
+(init, commit, log --format, diff, status), make -j4 on a generated Makefile,
+gcc (warning, error, the binary it builds), sort of a 1 MB file (external
+merge, 2 threads) and of 1 MB on stdin, perl one-liners (fork, system,
+backticks, die), curl against a python3 http.server started without the shim
+(plus 30 short curl runs, whose exit path shares libcurl/OpenSSL with the
+shim), sqlite3, and a bash loop of 1,000 fork+exec (its wall time with and
+without is printed for information, never asserted). The CPU time of each run
+is printed; programs under 100 ms of CPU that still got a ddshim: line are
+listed at the end.
 Environment knob (for proving the checks can fail): DDSHIM_SAFETY_BREAK=1
 gives every program's shim run a different argument (or, for sh/bash, an
 extra line on stdout and stderr), so every comparison must fail; with
 DDSHIM_LIB pointing at an empty library every check must pass."""
 import os
-import resource
+import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -35,6 +38,7 @@ def tmp(prefix):
     d = tmpdir(prefix)
     CREATED.append(d)
     return d
+
 
 HZ = "999"
 BREAK = os.environ.get("DDSHIM_SAFETY_BREAK") == "1"
@@ -135,7 +139,7 @@ def compare(name, argv, setup=None, input=None, timeout=120, extra_env=None):
     exit status + stdout + files left behind; stderr."""
     runs = []
     for with_shim in (False, True):
-        d = os.path.join(WORK, "run", name)
+        d = os.path.join(WORK, "run", re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-"))
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
         if setup:
@@ -210,8 +214,9 @@ compare("python3 script (threads, subprocess, json)", ["/usr/bin/python3", "scri
 # A program that uses OpenSSL itself (every HTTPS client does): libcrypto's own
 # exit handler runs before the shim's final delivery.
 compare("python3 with OpenSSL (ssl.create_default_context, 0.2 s of CPU)",
-        ["/usr/bin/python3", "-c", "import ssl, hashlib\nctx = ssl.create_default_context()\n"
-         "s = sum(i * i for i in range(1000000))\nprint(ctx.protocol, s, hashlib.sha256(b'x').hexdigest()[:8])"])
+        ["/usr/bin/python3", "-c", "import ssl, sys, hashlib\nctx = ssl.create_default_context()\n"
+         "s = sum(i * i for i in range(1000000))\nprint(ctx.protocol, s, hashlib.sha256(b'x').hexdigest()[:8])\n"
+         "sys.stderr.write('%d arguments\\n' % len(sys.argv))"])
 compare("python3 -c print (short)", ["/usr/bin/python3", "-c", "import sys; print(sys.argv); print('x' * 10)"])
 
 # ---------------------------------------------------------------- git
