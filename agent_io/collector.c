@@ -39,7 +39,9 @@
 #define MAX_FRAMES_TOTAL (128 * 1024)
 #define RING_BYTES (512 * 1024)
 #define COLLECT_INTERVAL_MS 10
-#define SPAN_BUF_BYTES (4u << 20)
+#define SPAN_BUF_BYTES (8u << 20)
+/* A busy server sends traces before the second is up: this much buffered. */
+#define SPAN_FLUSH_BYTES (1u << 20)
 #define TRACE_FLUSH_MS 1000
 
 static struct {
@@ -50,6 +52,7 @@ static struct {
     int cur;
     struct span_buf spans[2]; /* span records: the collector fills spans[span_cur] */
     int span_cur;
+    int traces_now;           /* the span buffer is full enough: send now */
     uint64_t spans_dropped;   /* did not fit the span buffer */
     int64_t traces_due_ns;
     uint64_t flush_req, flush_done; /* flush generations */
@@ -196,6 +199,10 @@ static void take_span(const void *data, uint32_t len, void *arg)
     memcpy(b->data + b->len + sizeof len, data, len);
     b->len += need;
     b->count++;
+    if (b->len >= SPAN_FLUSH_BYTES && !C.traces_now) {
+        C.traces_now = 1;
+        pthread_cond_broadcast(&C.wake);
+    }
 }
 
 /* Drain every pending record into the current table. Caller holds C.lock. */
@@ -358,8 +365,10 @@ static void *uploader_thread(void *arg)
         struct timespec dl = {due / 1000000000LL, due % 1000000000LL};
         pthread_mutex_lock(&C.lock);
         int r = 0;
-        while (C.flush_req == C.flush_done && !C.pausing && r != ETIMEDOUT)
+        while (C.flush_req == C.flush_done && !C.pausing && !C.traces_now && r != ETIMEDOUT)
             r = pthread_cond_timedwait(&C.wake, &C.lock, &dl);
+        int traces_now = C.traces_now;
+        C.traces_now = 0;
         uint64_t req = C.flush_req;
         long flush_timeout = C.flush_timeout_ms;
         int stop = C.pausing;
@@ -384,7 +393,7 @@ static void *uploader_thread(void *arg)
             continue;
         }
         int64_t now = now_ns(CLOCK_REALTIME);
-        if (conn_state && now >= C.traces_due_ns) {
+        if (conn_state && (traces_now || now >= C.traces_due_ns)) {
             C.traces_due_ns = now + TRACE_FLUSH_MS * 1000000LL;
             deliver_traces(2000);
         }

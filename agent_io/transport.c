@@ -32,6 +32,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netdb.h>
+#include <poll.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -531,8 +533,175 @@ long aio_easy_run(CURL *c, const aio_target *t, const char *what, const char *er
     return status;
 }
 
+
+/* ---- a minimal HTTP/1.1 client for the exit path ---------------------------
+ * Once the program's OpenSSL has shut down (its atexit cleanup runs before the
+ * shim's final flush), libcurl cannot be used. The final profile and traces
+ * still reach the Agent through this: one request on a fresh connection,
+ * Content-Length framing, bounded by the timeout. */
+
+static long ms_left(const struct timespec *deadline)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
+}
+
+static int raw_connect(const aio_target *t, const struct timespec *deadline)
+{
+    int fd = -1;
+    if (t->kind == AIO_URL_UNIX) {
+        struct sockaddr_un a;
+        memset(&a, 0, sizeof a);
+        a.sun_family = AF_UNIX;
+        size_t pl = strnlen(t->socket_path, sizeof t->socket_path);
+        if (pl >= sizeof a.sun_path)
+            return -1;
+        memcpy(a.sun_path, t->socket_path, pl);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+            close(fd);
+            return -1;
+        }
+        return fd;
+    }
+    /* base is "http://host:port" (aio_url_parse); [v6] brackets allowed. */
+    const char *h = t->base + 7;
+    char host[256], port[8] = "80";
+    const char *colon = h[0] == '[' ? strchr(h, ']') : strrchr(h, ':');
+    size_t hl = strlen(h);
+    if (h[0] == '[' && colon) {
+        snprintf(host, sizeof host, "%.*s", (int)(colon - h - 1), h + 1);
+        if (colon[1] == ':')
+            snprintf(port, sizeof port, "%s", colon + 2);
+    } else if (colon) {
+        snprintf(host, sizeof host, "%.*s", (int)(colon - h), h);
+        snprintf(port, sizeof port, "%s", colon + 1);
+    } else {
+        snprintf(host, sizeof host, "%.*s", (int)hl, h);
+    }
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, port, &hints, &res) != 0 || !res)
+        return -1;
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+            continue;
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+            close(fd);
+            fd = -1;
+            continue;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int err = 0;
+        socklen_t el = sizeof err;
+        long left = ms_left(deadline);
+        if (left <= 0 || poll(&p, 1, (int)left) != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 ||
+            err != 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd >= 0)
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    return fd;
+}
+
+static int raw_send_all(int fd, const void *p, size_t n, const struct timespec *deadline)
+{
+    const char *c = p;
+    while (n > 0) {
+        struct pollfd pf = {.fd = fd, .events = POLLOUT};
+        long left = ms_left(deadline);
+        if (left <= 0 || poll(&pf, 1, (int)left) != 1)
+            return -1;
+        ssize_t w = send(fd, c, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (w <= 0)
+            return -1;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+long aio_raw_request(const aio_target *t, const char *method, const char *path,
+                     const char *const *headers, const void *body, size_t len, long timeout_ms,
+                     char *resp_body, size_t resp_cap)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    if (resp_body && resp_cap)
+        resp_body[0] = '\0';
+    int fd = raw_connect(t, &deadline);
+    if (fd < 0)
+        return 0;
+    char head[2048];
+    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                     "Content-Length: %zu\r\n", method, path, len);
+    for (size_t i = 0; headers && headers[i] && n > 0 && (size_t)n < sizeof head; i++)
+        n += snprintf(head + n, sizeof head - (size_t)n, "%s\r\n", headers[i]);
+    if (n <= 0 || (size_t)n + 3 > sizeof head) {
+        close(fd);
+        return 0;
+    }
+    n += snprintf(head + n, sizeof head - (size_t)n, "\r\n");
+    long status = 0;
+    if (raw_send_all(fd, head, (size_t)n, &deadline) == 0 && raw_send_all(fd, body, len, &deadline) == 0) {
+        char buf[16384];
+        size_t got = 0;
+        for (;;) {
+            struct pollfd pf = {.fd = fd, .events = POLLIN};
+            long left = ms_left(&deadline);
+            if (left <= 0 || poll(&pf, 1, (int)left) != 1)
+                break;
+            ssize_t r = recv(fd, buf + got, sizeof buf - 1 - got, MSG_DONTWAIT);
+            if (r < 0 && (errno == EINTR || errno == EAGAIN))
+                continue;
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+            buf[got] = '\0';
+            char *end = strstr(buf, "\r\n\r\n");
+            if (end) {
+                const char *cl = strcasestr(buf, "\r\ncontent-length:");
+                size_t want = cl && cl < end ? (size_t)strtoul(cl + 17, NULL, 10) : 0;
+                if ((size_t)(buf + got - (end + 4)) >= want || got + 1 >= sizeof buf)
+                    break;
+            }
+            if (got + 1 >= sizeof buf)
+                break;
+        }
+        buf[got] = '\0';
+        if (got > 12 && strncmp(buf, "HTTP/1.", 7) == 0)
+            status = strtol(buf + 9, NULL, 10);
+        char *end = strstr(buf, "\r\n\r\n");
+        if (resp_body && resp_cap && end)
+            snprintf(resp_body, resp_cap, "%s", end + 4);
+    }
+    close(fd);
+    return status;
+}
+
+int aio_openssl_stopped(void)
+{
+    return openssl_stopped();
+}
+
 int aio_agent_probe(const aio_target *t, long timeout_ms)
 {
+    if (openssl_stopped())
+        return aio_raw_request(t, "GET", AIO_INFO_PATH, NULL, "", 0, timeout_ms, NULL, 0) == 200 ? 0 : -1;
     char errbuf[CURL_ERROR_SIZE];
     CURL *c = aio_easy_new(t, AIO_INFO_PATH, timeout_ms, errbuf);
     if (!c)
@@ -620,6 +789,27 @@ int aio_upload_profile(const aio_target *t, const aio_profile_meta *meta, const 
     char *event = aio_event_json(meta);
     if (!event)
         return -1;
+    if (openssl_stopped()) {
+        size_t blen = 0;
+        char bnd[48];
+        char *body = multipart_body(event, pprof_gz, len, bnd, sizeof bnd, &blen);
+        long st = 0;
+        if (body) {
+            char ct[96], ver[96], cid[128];
+            snprintf(ct, sizeof ct, "Content-Type: multipart/form-data; boundary=%s", bnd);
+            snprintf(ver, sizeof ver, "DD-EVP-ORIGIN-VERSION: %.64s",
+                     meta->profiler_version ? meta->profiler_version : "unknown");
+            snprintf(cid, sizeof cid, "Datadog-Container-ID: %.96s", meta->container_id ? meta->container_id : "");
+            const char *hs[] = {ct, "DD-EVP-ORIGIN: ddshim", ver,
+                                meta->container_id && meta->container_id[0] ? cid : NULL, NULL};
+            st = aio_raw_request(t, "POST", AIO_PROFILE_PATH, hs, body, blen, timeout_ms, NULL, 0);
+            free(body);
+        }
+        free(event);
+        if (http_status)
+            *http_status = st;
+        return st >= 200 && st <= 299 ? 0 : -1;
+    }
     CURL *c = aio_easy_new(t, AIO_PROFILE_PATH, timeout_ms, errbuf);
     struct curl_slist *hdrs = NULL;
     int bad = !c;

@@ -63,6 +63,16 @@ int aio_write_profile_file(const char *dir, const aio_profile_meta *meta, const 
  * buffer must hold 65 bytes. */
 void aio_container_id(char *out, size_t out_len);
 
+/* One HTTP/1.1 request without libcurl (method, path, "Name: value" header
+ * lines, NULL-terminated), for when the program's OpenSSL has shut down at
+ * exit. Returns the status (0: no answer); the response body, truncated, goes
+ * to resp_body when given. */
+long aio_raw_request(const aio_target *t, const char *method, const char *path,
+                     const char *const *headers, const void *body, size_t len, long timeout_ms,
+                     char *resp_body, size_t resp_cap);
+/* True once the program's OpenSSL has run its exit cleanup. */
+int aio_openssl_stopped(void);
+
 /* Global libcurl init/cleanup, once per process (uploader thread start). */
 int aio_global_init(void);
 

@@ -300,6 +300,15 @@ def shim_comments(files):
     return n, mean, rows
 
 
+def comment_lines(files):
+    out = []
+    for f in files:
+        for line in pprof(["-raw"], [f]).splitlines():
+            if line.startswith("Comment:"):
+                out.append(line[len("Comment:"):].strip())
+    return out
+
+
 def top_shares(text):
     """{function: flat%} from `go tool pprof -top` output."""
     shares = {}
