@@ -95,8 +95,7 @@ void sampler_on_signal(int sig, siginfo_t *si, void *ucv)
         nf = n - first;
         if (nf > REC_MAX_FRAMES)
             nf = REC_MAX_FRAMES;
-        for (int i = 0; i < nf; i++)
-            r->pc[i] = (uintptr_t)t->frames[first + i];
+        memcpy(r->pc, &t->frames[first], (size_t)nf * sizeof r->pc[0]);
     }
     r->magic = REC_MAGIC;
     r->nframes = (uint16_t)nf;
