@@ -61,7 +61,22 @@ def fmt(x, nd=1, unit=""):
 def held(ok):
     if ok is None:
         return "n/a"
+    if isinstance(ok, str):
+        return ok
     return "**held**" if ok else "**MISSED**"
+
+
+UNRESOLVED = "**not resolved** (noise)"
+
+
+def verdict(a, b):
+    """Two statistics of one comparison (median ratio, ratio of minima): held when both meet the
+    budget, MISSED when both miss it, not resolved when they disagree."""
+    if a and b:
+        return True
+    if not a and not b:
+        return False
+    return UNRESOLVED
 
 
 def table(header, rows):
@@ -86,9 +101,10 @@ class Noise:
         return self
 
     def __exit__(self, *a):
-        b1, t1 = lib.cpu_busy_snapshot()
+        b1, t1, st1 = lib.cpu_busy_snapshot()
         busy = (b1 - self.s0[0]) / max(1, t1 - self.s0[1]) * 100
-        noise.append((self.name, self.l0, lib.loadavg(), busy, time.monotonic() - self.t0))
+        steal = (st1 - self.s0[2]) / max(1, t1 - self.s0[1]) * 100
+        noise.append((self.name, self.l0, lib.loadavg(), busy, time.monotonic() - self.t0, steal))
         write_results(partial=True)
 
 
@@ -147,19 +163,20 @@ def one_sampling_run(variant, hz, units):
 
 def sec_sampling():
     target = 0.5 if QUICK else 2.0
+    rounds_n = 2 if QUICK else 7
     units = calibrate_units(target)
     # ("none", 1): a second run without any profiler, the A/A control that shows the noise floor
     variants = [("none", 0), ("ddshim", 99), ("gperftools", 99), ("perf", 99),
                 ("none", 1), ("ddshim", 999), ("gperftools", 999), ("perf", 999)]
     rounds = []
-    for rd in range(ROUNDS):
+    for rd in range(rounds_n):
         order = variants[rd % len(variants):] + variants[:rd % len(variants)]
         res = {}
         for v, hz in order:
             res[(v, hz)] = one_sampling_run(v, hz, units)
         rounds.append(res)
         log("sampling round %d/%d: none %.3fs shim99 %.3fs shim999 %.3fs" % (
-            rd + 1, ROUNDS, res[("none", 0)]["cpu"], res[("ddshim", 99)]["cpu"], res[("ddshim", 999)]["cpu"]))
+            rd + 1, rounds_n, res[("none", 0)]["cpu"], res[("ddshim", 99)]["cpu"], res[("ddshim", 999)]["cpu"]))
 
     def ratio(key, field="cpu_target", base="cpu_target"):
         return [r[key][field] / r[("none", 0)][base] for r in rounds]
@@ -176,6 +193,9 @@ def sec_sampling():
         rw = [r[key]["wall"] / r[("none", 0)]["wall"] for r in rounds]
         over = (median(rt) - 1) * 100
         over_main = (median(rm) - 1) * 100
+        # ratio of the minima over rounds: interference from other tenants only ever adds CPU time to a
+        # fixed amount of work, so each variant's fastest run is its least disturbed one
+        over_min = (min(r[key]["main_cpu"] for r in rounds) / min(r[("none", 0)]["main_cpu"] for r in rounds) - 1) * 100
         lo, hi = spread(rm)
         samples = median([r[key].get("samples") for r in rounds])
         dcpu = median([r[key]["main_cpu"] - r[("none", 0)]["main_cpu"] for r in rounds])
@@ -183,11 +203,12 @@ def sec_sampling():
         exit_ms = (median([r[key]["cpu_target"] - r[key]["main_cpu"] for r in rounds]) - none_exit) * 1e3
         tool = median([r[key].get("tool_cpu") for r in rounds]) if v == "perf" else None
         stats[key] = dict(over=over, over_main=over_main, samples=samples, per_sample=per_sample, tool=tool,
-                          exit_ms=exit_ms)
+                          exit_ms=exit_ms, over_min=over_min)
         rows.append([
             "%s @ %d Hz" % (v, hz) if v != "none" else "no profiler again (A/A control: the noise floor)",
             pct(over_main),
             "%s … %s" % (pct((lo - 1) * 100), pct((hi - 1) * 100)),
+            pct(over_min),
             pct(over) if v != "perf" else "(same)",
             ("%.1f ms" % exit_ms) if v != "perf" else "—",
             pct((median(rw) - 1) * 100),
@@ -197,20 +218,25 @@ def sec_sampling():
         ])
     base_cpu = median([r[("none", 0)]["cpu"] for r in rounds])
     s99, g99, s999, g999 = stats[("ddshim", 99)], stats[("gperftools", 99)], stats[("ddshim", 999)], stats[("gperftools", 999)]
-    ok99 = s99["over_main"] <= 1.0
-    ok999 = s999["over_main"] <= g999["over_main"]
+    ok99 = verdict(s99["over_main"] <= 1.0, s99["over_min"] <= 1.0)
+    ok999 = verdict(s999["over_main"] <= g999["over_main"], s999["over_min"] <= g999["over_min"])
     aa = stats[("none", 1)]
     aa_lo, aa_hi = spread(ratio(("none", 1), "main_cpu", "main_cpu"))
     aa_w = max(abs(aa_lo - 1), abs(aa_hi - 1)) * 100
     noise_note = " (A/A control: %s, range %s … %s)" % (pct(aa["over_main"]), pct((aa_lo - 1) * 100), pct((aa_hi - 1) * 100))
     within = abs(s999["over_main"] - g999["over_main"]) <= aa_w
-    summary.append(("sampling-99", "CPU overhead of sampling at 99 Hz (CPU-bound program, steady state)",
-                    pct(s99["over_main"]) + noise_note,
-                    "gperftools %s, perf record -g %s (+ perf's own CPU)" % (pct(g99["over_main"]), pct(stats[("perf", 99)]["over_main"])),
+    summary.append(("sampling-99", "CPU overhead of sampling at 99 Hz (CPU-bound program, steady state; median / fastest runs)",
+                    "%s / %s%s" % (pct(s99["over_main"]), pct(s99["over_min"]), noise_note),
+                    "gperftools %s / %s, perf record -g %s / %s (+ perf's own CPU)" % (
+                        pct(g99["over_main"]), pct(g99["over_min"]), pct(stats[("perf", 99)]["over_main"]),
+                        pct(stats[("perf", 99)]["over_min"])),
                     "≤ +1 %", ok99))
-    summary.append(("sampling-999", "CPU overhead of sampling at 999 Hz (steady state)",
-                    pct(s999["over_main"]) + (" (the gap to gperftools is within the A/A noise)" if within else ""),
-                    "gperftools %s, perf record -g %s" % (pct(g999["over_main"]), pct(stats[("perf", 999)]["over_main"])),
+    summary.append(("sampling-999", "CPU overhead of sampling at 999 Hz (steady state; median / fastest runs)",
+                    "%s / %s%s" % (pct(s999["over_main"]), pct(s999["over_min"]),
+                                   " (the gap to gperftools is within the A/A noise)" if within else ""),
+                    "gperftools %s / %s, perf record -g %s / %s" % (
+                        pct(g999["over_main"]), pct(g999["over_min"]), pct(stats[("perf", 999)]["over_main"]),
+                        pct(stats[("perf", 999)]["over_min"])),
                     "≤ gperftools' at 999 Hz", ok999))
     summary.append(("exit-cpu", "fixed CPU at exit (final profile: symbolization, pprof, gzip), whole %.1f s process" % base_cpu,
                     "%.0f ms = %s of the run" % (s99["exit_ms"], pct(s99["over"], 1)),
@@ -221,13 +247,14 @@ def sec_sampling():
     md = ["## 1. Sampling cost (CPU-bound program, fixed work)", "",
           "`build/bench/work %d` (bench/work.c: a fixed number of work units, 8 frames deep, one thread; "
           "busy/split stop after a CPU budget, which would hide any overhead) takes %.2f s of CPU without a "
-          "profiler (median). Each round runs the 7 variants one after another in a rotated order; %d rounds; "
+          "profiler (median). Each round runs the 8 variants one after another in a rotated order; %d rounds; "
           "the figure is the median over rounds of each round's CPU ratio against that round's no-profiler run. "
           "CPU is wait4's rusage of the process (the shim's collector thread and its exit-time symbolization "
           "and pprof writing included); for perf, the profiled program's own CPU (its rusage at the end of "
           "main), perf record's own CPU shown apart. Pinned with `taskset -c %s`. The shim runs with spans "
-          "off (no sockets here) and no Agent (profiles to DD_SHIM_OUTPUT_DIR)." % (units, base_cpu, ROUNDS, PIN), "",
+          "off (no sockets here) and no Agent (profiles to DD_SHIM_OUTPUT_DIR)." % (units, base_cpu, rounds_n, PIN), "",
           table(["tool @ rate", "CPU overhead, steady state (to the end of main, median)", "range over rounds",
+                 "ratio of the fastest runs (min over rounds)",
                  "CPU overhead, whole process incl. exit", "CPU spent after main returned", "wall of the work",
                  "samples/run", "profiler process's own CPU"], rows), "",
           "Steady state = the program's own getrusage(RUSAGE_SELF) printed at the end of main: every thread's CPU "
@@ -241,10 +268,12 @@ def sec_sampling():
           "The kernel's 250 Hz tick caps "
           "CPU-time timers (ddshim's per-thread timer and gperftools' ITIMER_PROF) at ~250 samples per CPU-second, "
           "so at 999 Hz they take ~4× fewer samples than perf's hrtimer-driven cpu-clock event." % base_cpu, "",
-          "Budget (steady state): ≤ +1 %% at 99 Hz: %s (%s; whole %.1f s process %s). At 999 Hz no more than "
-          "gperftools: %s (%s vs %s; whole process %s vs %s)." % (
-              held(ok99), pct(s99["over_main"]), base_cpu, pct(s99["over"]), held(ok999), pct(s999["over_main"]),
-              pct(g999["over_main"]), pct(s999["over"]), pct(g999["over"])) +
+          "Budget (steady state; held only when the median and the fastest-runs ratio both meet it, missed when "
+          "both miss it, else not resolved): ≤ +1 %% at 99 Hz: %s (%s, fastest runs %s; whole %.1f s process %s). "
+          "At 999 Hz no more than gperftools: %s (%s vs %s, fastest runs %s vs %s; whole process %s vs %s)." % (
+              held(ok99), pct(s99["over_main"]), pct(s99["over_min"]), base_cpu, pct(s99["over"]), held(ok999),
+              pct(s999["over_main"]), pct(g999["over_main"]), pct(s999["over_min"]), pct(g999["over_min"]),
+              pct(s999["over"]), pct(g999["over"])) +
           (" The A/A control drifted by up to ±%.1f %% in this run: the 999 Hz comparison is within that noise." % aa_w
            if within else ""), "",
           "Reproduce (from the repository root; $T is a private directory, `mktemp -d`):", "",
@@ -1178,8 +1207,9 @@ def write_results(partial=False):
         out += ["Noise: the machine is shared (another session's tests and fuzzer run at times). Busy share of all "
                 "CPUs during each section (ours included; a section that uses one pinned CPU alone would show ~%d %%):"
                 % (100 // lib.NCPU), "",
-                table(["section", "duration", "CPU busy (all CPUs)", "load average before → after"],
-                      [[n, "%.0f s" % d, "%.0f %%" % b, "%.2f → %.2f" % (l0, l1)] for n, l0, l1, b, d in noise]), ""]
+                table(["section", "duration", "CPU busy (all CPUs)", "steal (hypervisor)", "load average before → after"],
+                      [[n, "%.0f s" % d, "%.0f %%" % b, "%.1f %%" % st, "%.2f → %.2f" % (l0, l1)]
+                       for n, l0, l1, b, d, st in noise]), ""]
     out += sections
     if os.path.exists(FINDINGS):
         out += ["", open(FINDINGS).read().strip()]

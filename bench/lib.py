@@ -246,11 +246,12 @@ def children(pid):
 
 
 def cpu_busy_snapshot():
-    """(busy, total) jiffies of the whole machine from /proc/stat."""
+    """(busy, total, steal) jiffies of the whole machine from /proc/stat."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
     idle = v[3] + v[4]
-    return sum(v) - idle, sum(v)
+    steal = v[7] if len(v) > 7 else 0
+    return sum(v) - idle, sum(v), steal
 
 
 def loadavg():
