@@ -11,6 +11,7 @@
 #include "symbolize/sym.h"
 
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,8 +213,6 @@ static pprof_builder *build_profile(struct agent_ctx *c, const struct agent_prof
     pprof_set_time(bd.b, p->start_ns, p->end_ns - p->start_ns);
     if (!c->sym)
         c->sym = sym_new();
-    else
-        sym_refresh(c->sym);
     if (c->sym)
         add_main_mapping_first(&bd);
 
@@ -296,6 +295,15 @@ static int agent_deliver(void *p, const struct agent_profile *prof, long timeout
     size_t len = 0;
     int rc = pprof_serialize_gzip(b, &gz, &len);
     pprof_free(b);
+    /* Let go of the symbolizer between profiles: libdw keeps every DWARF
+     * section it inflated (12 MB for libc's compressed debug info) and a
+     * descriptor per module. Rebuilding it once a period costs tens of ms of
+     * this thread's CPU a minute; keeping it would cost the host's memory. */
+    if (c->sym) {
+        sym_free(c->sym);
+        c->sym = NULL;
+        malloc_trim(0); /* freed heap goes back to the kernel, not just the arena */
+    }
     if (rc != 0)
         return -1;
     long left = timeout_ms - (long)((mono_ns() - t0) / 1000000);
