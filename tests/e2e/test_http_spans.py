@@ -73,6 +73,9 @@ if shutil.which("nginx") and shutil.which("curl") and shutil.which("wrk"):
         f.write(nginx_conf(root, port, logs))
     env = shim_env(agent=ik.url, extra={"DD_SERVICE": "nginx-test", "DD_PROFILING_ENABLED": "false"})
     p = run(["nginx", "-c", conf, "-p", d], env)
+    import atexit  # a daemon outlives this script unless told to quit, even if a check raises
+    atexit.register(lambda: subprocess.run(["nginx", "-c", conf, "-p", d, "-s", "quit"],
+                                           env=shim_env(preload=False), capture_output=True))
     ok = p.returncode == 0 and wait_port(port)
     t.ok(ok, "nginx (master + worker, daemonized) starts under the shim", p.err)
     if ok:
