@@ -381,19 +381,10 @@ void conn_on_accept(int fd, const struct sockaddr *addr, socklen_t len)
     unlock_conn(c);
 }
 
-void conn_on_read(int fd, const void *buf, size_t n)
-{
-    struct conn *c = lock_conn(fd);
-    if (!c)
-        return;
-    int saved = errno;
-    c->fork_gen = fork_gen;
-    feed_in(fd, c, buf, n);
-    errno = saved;
-    unlock_conn(c);
-}
-
-void conn_on_readv(int fd, const struct iovec *iov, int iovcnt, size_t n)
+/* Feed the bytes one call moved (n of them, spread over iov) to the input or
+ * output side, under the socket's lock, errno kept. */
+static void on_bytes(int fd, const struct iovec *iov, int iovcnt, size_t n,
+                     void (*feed)(int, struct conn *, const uint8_t *, size_t))
 {
     struct conn *c = lock_conn(fd);
     if (!c)
@@ -402,11 +393,22 @@ void conn_on_readv(int fd, const struct iovec *iov, int iovcnt, size_t n)
     c->fork_gen = fork_gen;
     for (int i = 0; i < iovcnt && n > 0 && conn_state[fd] != CONN_IGNORED; i++) {
         size_t k = iov[i].iov_len < n ? iov[i].iov_len : n;
-        feed_in(fd, c, iov[i].iov_base, k);
+        feed(fd, c, iov[i].iov_base, k);
         n -= k;
     }
     errno = saved;
     unlock_conn(c);
+}
+
+void conn_on_read(int fd, const void *buf, size_t n)
+{
+    struct iovec v = {(void *)buf, n};
+    on_bytes(fd, &v, 1, n, feed_in);
+}
+
+void conn_on_readv(int fd, const struct iovec *iov, int iovcnt, size_t n)
+{
+    on_bytes(fd, iov, iovcnt, n, feed_in);
 }
 
 /* ---- output: responses -------------------------------------------------- */
@@ -456,30 +458,13 @@ static void feed_out(int fd, struct conn *c, const uint8_t *data, size_t n)
 
 void conn_on_write(int fd, const void *buf, size_t n)
 {
-    struct conn *c = lock_conn(fd);
-    if (!c)
-        return;
-    int saved = errno;
-    c->fork_gen = fork_gen;
-    feed_out(fd, c, buf, n);
-    errno = saved;
-    unlock_conn(c);
+    struct iovec v = {(void *)buf, n};
+    on_bytes(fd, &v, 1, n, feed_out);
 }
 
 void conn_on_writev(int fd, const struct iovec *iov, int iovcnt, size_t n)
 {
-    struct conn *c = lock_conn(fd);
-    if (!c)
-        return;
-    int saved = errno;
-    c->fork_gen = fork_gen;
-    for (int i = 0; i < iovcnt && n > 0 && conn_state[fd] != CONN_IGNORED; i++) {
-        size_t k = iov[i].iov_len < n ? iov[i].iov_len : n;
-        feed_out(fd, c, iov[i].iov_base, k);
-        n -= k;
-    }
-    errno = saved;
-    unlock_conn(c);
+    on_bytes(fd, iov, iovcnt, n, feed_out);
 }
 
 void conn_on_sendfile(int fd, size_t n)

@@ -366,11 +366,6 @@ struct exec_guard {
     int armed; /* this thread had a timer we removed */
 };
 
-static pid_t raw_tid(void)
-{
-    return (pid_t)syscall(SYS_gettid);
-}
-
 /* Before the image is replaced: deliver what is pending, remove this thread's
  * timer and any tick of ours already pending, so the new image (which has no
  * handler for it yet, or no shim at all) is never killed by it. */
@@ -378,7 +373,7 @@ static void exec_begin(struct exec_guard *g)
 {
     g->armed = 0;
     int signo = sampler_signo;
-    if (!shim_profiling_on || !signo || sampler_tls.tid != raw_tid())
+    if (!shim_profiling_on || !signo || sampler_tls.tid != tid_now())
         return; /* off, or a vfork child running on its parent's TLS */
     shim_before_exec();
     g->armed = sampler_tls.timer_id >= 0;
