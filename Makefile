@@ -43,8 +43,8 @@ SHIM_OBJS := $(COMMON_O) $(PRELOAD_O) $(B)/obj/agent_io/collector.o $(B)/obj/age
              $(B)/obj/http/conn.o $(B)/obj/http/parser.o
 # libddshim-agent.so: dlopen'd RTLD_LOCAL by the uploader thread on first use.
 AGENT_OBJS := $(COMMON_O) $(B)/obj/agent_io/agent.o $(B)/obj/agent_io/transport.o $(B)/obj/agent_io/stacks.o \
-              $(B)/obj/agent_io/traces.o $(B)/obj/agent_io/spans.o $(B)/obj/preload/config.o \
-              $(SPANRULES_O) $(PPROF_O) $(SYM_O)
+              $(B)/obj/agent_io/traces.o $(B)/obj/agent_io/spans.o $(B)/obj/agent_io/spool.o \
+              $(B)/obj/preload/config.o $(SPANRULES_O) $(PPROF_O) $(SYM_O)
 LIB_OBJS  := $(SHIM_OBJS) $(AGENT_OBJS)
 
 .PHONY: all deps test run clean check-sigsafe check-static bench fuzz
@@ -94,6 +94,9 @@ $(B)/tests/test_config: tests/unit/test_config.c $(B)/obj/preload/config.o $(COM
 	@mkdir -p $(dir $@)
 	$(CC) $(UNIT_CFLAGS) -o $@ $^ $(LDSAN)
 $(B)/tests/test_stacks: tests/unit/test_stacks.c $(B)/obj/agent_io/stacks.o $(COMMON_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(UNIT_CFLAGS) -o $@ $^ $(LDSAN)
+$(B)/tests/test_spool: tests/unit/test_spool.c $(B)/obj/agent_io/spool.o $(COMMON_O)
 	@mkdir -p $(dir $@)
 	$(CC) $(UNIT_CFLAGS) -o $@ $^ $(LDSAN)
 $(B)/tests/test_traces: tests/unit/test_traces.c $(B)/obj/agent_io/traces.o $(B)/obj/agent_io/transport.o $(COMMON_O)

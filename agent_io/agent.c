@@ -5,6 +5,8 @@
  * exported symbol is ddshim_agent_ops_v1 (agent_io/agent.map). */
 #include "agent_io/agent_api.h"
 #include "agent_io/spans.h"
+#include "agent_io/spool.h"
+#include "agent_io/traces.h"
 #include "agent_io/transport.h"
 #include "common/log.h"
 #include "pprof/pprof.h"
@@ -29,7 +31,10 @@ struct agent_ctx {
     aio_target target;
     int target_ok;
     int agent_state;       /* 0 unknown, 1 up, -1 down */
+    int agent_seen;        /* the Agent answered once: an outage, not "no Agent" */
     int64_t next_probe_ns; /* when down: when to ask /info again */
+    struct spool *spool;   /* payloads the Agent did not take (NULL: spooling off) */
+    uint64_t drops_said;   /* spool drops already logged */
     int said_where, said_traces;
     sym_ctx *sym;
     struct spans_state *spans;
@@ -54,8 +59,11 @@ static void *agent_create(const struct agent_settings *s)
     c->pid = s->pid;
     aio_global_init();
     aio_container_id(c->container_id, sizeof c->container_id);
-    if (c->cfg->agent_enabled && aio_url_parse(c->cfg->agent_url, &c->target) == 0)
+    if (c->cfg->agent_enabled && aio_url_parse(c->cfg->agent_url, &c->target) == 0) {
         c->target_ok = 1;
+        c->spool = spool_new(c->cfg->spool_dir, c->cfg->spool_max_bytes, c->cfg->agent_url, c->pid,
+                             c->cfg->announce);
+    }
     return c;
 }
 
@@ -67,6 +75,7 @@ static void agent_destroy(void *p)
     if (c->sym)
         sym_free(c->sym);
     spans_free(c->spans);
+    spool_free(c->spool);
     free(c);
 }
 
@@ -264,10 +273,31 @@ static pprof_builder *build_profile(struct agent_ctx *c, const struct agent_prof
                  (unsigned long long)p->lost_periods, (unsigned long long)t->dropped_samples);
         pprof_add_comment(bd.b, text);
     }
+    if (c->spool) {
+        const struct spool_stats *st = spool_stats(c->spool);
+        if (st->evicted || st->rejected || st->failed) {
+            char text[256];
+            snprintf(text, sizeof text,
+                     "ddshim: spool (since start): %llu payloads kept for the Agent, %llu delivered later, "
+                     "%llu dropped over the byte bound (%llu bytes), %llu refused by the Agent, %llu not written",
+                     (unsigned long long)st->put, (unsigned long long)st->sent,
+                     (unsigned long long)st->evicted, (unsigned long long)st->evicted_bytes,
+                     (unsigned long long)st->rejected, (unsigned long long)st->failed);
+            pprof_add_comment(bd.b, text);
+        }
+    }
     free(bd.locs.keys);
     free(bd.locs.vals);
     free(bd.map_ids);
     return bd.b;
+}
+
+/* Not answering: ask /info again in a second, not sooner (a flush at exit
+ * sends traces then the profile; one wait for a hanging Agent is enough). */
+static void agent_down(struct agent_ctx *c)
+{
+    c->agent_state = -1;
+    c->next_probe_ns = mono_ns() + 1000000000LL;
 }
 
 static int agent_up(struct agent_ctx *c, long timeout_ms)
@@ -279,9 +309,69 @@ static int agent_up(struct agent_ctx *c, long timeout_ms)
         long t = timeout_ms < 500 ? timeout_ms : 500;
         c->agent_state = aio_agent_probe(&c->target, t) == 0 ? 1 : -1;
         if (c->agent_state < 0)
-            c->next_probe_ns = now; /* ask again at the next delivery */
+            agent_down(c);
+        else
+            c->agent_seen = 1;
     }
     return c->agent_state > 0;
+}
+
+/* Send one spooled payload again (spool_drain's callback). */
+static int resend(void *p, const struct spool_entry *e, long timeout_ms)
+{
+    struct agent_ctx *c = p;
+    long status = 0;
+    int rc;
+    if (e->kind == SPOOL_PROFILE) {
+        char *event = strndup((const char *)e->event, e->event_len);
+        if (!event)
+            return 1;
+        rc = aio_upload_profile_event(&c->target, event, e->container_id, DDSHIM_VERSION, e->body,
+                                      e->body_len, timeout_ms, &status);
+        free(event);
+    } else {
+        struct traces_meta m = {.lang_version = "", .tracer_version = DDSHIM_VERSION,
+                                .container_id = e->container_id[0] ? e->container_id : NULL};
+        rc = traces_upload(&c->target, &m, e->body, e->body_len, (size_t)e->count, timeout_ms, &status, NULL);
+    }
+    if (rc == 0)
+        return 0;
+    if (spool_retryable(status)) {
+        agent_down(c);
+        return 1;
+    }
+    log_info("the Agent refused a spooled payload (HTTP status %ld); dropped", status);
+    return -1;
+}
+
+/* The Agent took a payload: deliver what waits in the spool, within the
+ * time this delivery has left. */
+static void drain_spool(struct agent_ctx *c, int64_t deadline_ns)
+{
+    if (!c->spool || c->agent_state <= 0)
+        return;
+    int n = spool_drain(c->spool, deadline_ns, resend, c);
+    if (n)
+        log_info("delivered %d spooled payloads to the Agent", n);
+}
+
+/* Say once (warn when someone looks) that the spool's bound dropped data;
+ * every drop is also in the next profile's comments. */
+static void say_spool_drops(struct agent_ctx *c)
+{
+    if (!c->spool)
+        return;
+    const struct spool_stats *st = spool_stats(c->spool);
+    uint64_t d = st->evicted + st->rejected + st->failed;
+    if (d == c->drops_said)
+        return;
+    log_msg(c->drops_said == 0 && c->cfg->announce ? LOG_WARN : LOG_INFO,
+            "spool %s: %llu payloads dropped so far (%llu over DD_SHIM_SPOOL_MAX_BYTES=%llu, %llu refused, "
+            "%llu not written)",
+            c->cfg->spool_dir, (unsigned long long)d, (unsigned long long)st->evicted,
+            (unsigned long long)c->cfg->spool_max_bytes, (unsigned long long)st->rejected,
+            (unsigned long long)st->failed);
+    c->drops_said = d;
 }
 
 static int agent_deliver(void *p, const struct agent_profile *prof, long timeout_ms)
@@ -321,22 +411,34 @@ static int agent_deliver(void *p, const struct agent_profile *prof, long timeout
     char *endpoints = c->spans ? spans_take_endpoint_counts(c->spans) : NULL;
     meta.endpoint_counts_json = endpoints;
 
-    int delivered = 0, to_agent = 0;
+    int delivered = 0, to_agent = 0, spooled = 0;
+    long status = 0;
     if (agent_up(c, left)) {
-        long status = 0;
         if (aio_upload_profile(&c->target, &meta, gz, len, left, &status) == 0) {
             delivered = to_agent = 1;
         } else {
             log_info("profile upload to %s failed (HTTP status %ld)", cfg->agent_url, status);
-            c->agent_state = -1;
-            c->next_probe_ns = mono_ns();
+            if (spool_retryable(status))
+                agent_down(c);
         }
     }
+    if (!to_agent && c->spool && spool_retryable(status)) {
+        char *event = aio_event_json(&meta);
+        if (event && spool_put(c->spool, SPOOL_PROFILE, c->container_id, event, strlen(event), gz, len, 0) == 0)
+            delivered = spooled = 1;
+        free(event);
+    }
+    /* Readable files: when asked for, when no Agent ever answered (the
+     * embedded default), and for whatever neither the Agent nor the spool
+     * took. An outage of an Agent that answered before goes to the spool only. */
     char path[1200] = "";
-    if (cfg->output_dir_set || !to_agent) {
+    if (cfg->output_dir_set || (!to_agent && (!c->agent_seen || !spooled))) {
         if (aio_write_profile_file(cfg->output_dir, &meta, gz, len, path, sizeof path) == 0)
             delivered = 1;
     }
+    if (to_agent)
+        drain_spool(c, t0 + (int64_t)timeout_ms * 1000000LL);
+    say_spool_drops(c);
     if (!c->said_where && delivered) {
         c->said_where = 1;
         if (to_agent && path[0])
@@ -363,14 +465,16 @@ static int agent_deliver_traces(void *p, const uint8_t *recs, size_t len, size_t
         c->spans = spans_new(c->cfg, c->runtime_id, c->pid, c->container_id);
     if (!c->spans)
         return -1;
+    int64_t t0 = mono_ns();
     int up = agent_up(c, timeout_ms);
-    int to_agent = 0, to_file = 0;
-    int rc = spans_deliver(c->spans, up ? &c->target : NULL, recs, len, count, dropped, timeout_ms,
-                           &to_agent, &to_file);
-    if (up && !to_agent) {
-        c->agent_state = -1;
-        c->next_probe_ns = mono_ns();
-    }
+    int to_agent = 0, to_file = 0, spooled = 0;
+    struct spans_dest d = {.agent = up ? &c->target : NULL, .spool = c->spool, .files = !c->agent_seen};
+    int rc = spans_deliver(c->spans, &d, recs, len, count, dropped, timeout_ms, &to_agent, &to_file, &spooled);
+    if (up && !to_agent)
+        agent_down(c);
+    if (to_agent && !spooled)
+        drain_spool(c, t0 + (int64_t)timeout_ms * 1000000LL);
+    say_spool_drops(c);
     if (!c->said_traces && (to_agent || to_file)) {
         c->said_traces = 1;
         if (to_agent)
@@ -383,10 +487,22 @@ static int agent_deliver_traces(void *p, const uint8_t *recs, size_t len, size_t
     return rc;
 }
 
+/* A period with nothing to deliver: still hand the Agent what waits. */
+static void agent_idle(void *p, long timeout_ms)
+{
+    struct agent_ctx *c = p;
+    if (!c->spool || !spool_pending(c->spool))
+        return;
+    int64_t t0 = mono_ns();
+    if (agent_up(c, timeout_ms))
+        drain_spool(c, t0 + (int64_t)timeout_ms * 1000000LL);
+}
+
 __attribute__((visibility("default"))) const struct ddshim_agent_ops ddshim_agent_ops_v1 = {
     .abi = DDSHIM_AGENT_ABI,
     .create = agent_create,
     .deliver_profile = agent_deliver,
     .deliver_traces = agent_deliver_traces,
+    .idle = agent_idle,
     .destroy = agent_destroy,
 };

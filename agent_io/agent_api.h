@@ -11,7 +11,7 @@
 #include "agent_io/stacks.h"
 #include "preload/config.h"
 
-#define DDSHIM_AGENT_ABI 2
+#define DDSHIM_AGENT_ABI 3
 
 struct agent_settings {
     const struct shim_config *cfg;
@@ -40,6 +40,9 @@ struct ddshim_agent_ops {
      * send or write them; dropped = spans that did not fit before this. */
     int (*deliver_traces)(void *ctx, const uint8_t *recs, size_t len, size_t count,
                           uint64_t dropped, long timeout_ms);
+    /* A period with nothing to deliver: send what the spool holds if the
+     * Agent is back. */
+    void (*idle)(void *ctx, long timeout_ms);
     void (*destroy)(void *ctx);
 };
 

@@ -321,6 +321,8 @@ static void deliver(int final, long timeout_ms)
     C.handler_ns_seen = hns_total;
     if (t->len == 0 && lost == 0 && t->dropped_samples == 0) {
         stacks_reset(t);
+        if (!final && C.agent_ctx)
+            C.ops->idle(C.agent_ctx, timeout_ms);
         return; /* no CPU samples in this period: nothing worth a profile */
     }
     /* Say it once on stderr when it matters (over 1 % of the period's

@@ -2,6 +2,7 @@
  * (libddshim-agent.so); never on host threads, never in signal context. */
 #include "agent_io/spans.h"
 
+#include "agent_io/spool.h"
 #include "agent_io/traces.h"
 #include "common/log.h"
 #include "common/span_rec.h"
@@ -429,43 +430,50 @@ static void build_span(struct spans_state *s, const struct rec_view *v, struct s
  * memory held at once stays small. */
 #define BATCH 256
 
-static int deliver_batch(struct spans_state *s, const aio_target *agent, struct span_out *out,
-                         size_t n, long timeout_ms, int *to_agent, int *to_file)
+static int deliver_batch(struct spans_state *s, struct spans_dest *d, struct span_out *out,
+                         size_t n, long timeout_ms, int *to_agent, int *to_file, int *spooled)
 {
-    int ok = 0, sent = 0;
-    if (agent) {
-        uint8_t *body = NULL;
-        size_t blen = 0, ntraces = 0;
-        if (traces_encode(out, n, &body, &blen, &ntraces) == 0) {
-            struct traces_meta m = {.lang_version = "", .tracer_version = DDSHIM_VERSION,
-                                    .container_id = s->container_id[0] ? s->container_id : NULL};
-            long status = 0;
-            char *rates = NULL;
-            if (traces_upload(agent, &m, body, blen, ntraces, timeout_ms, &status, &rates) == 0) {
-                *to_agent = sent = ok = 1;
-                if (rates) {
-                    double r = traces_rate_for(rates, s->cfg->service, s->cfg->env);
-                    if (r >= 0)
-                        s->agent_rate = r;
-                }
-            } else {
-                log_info("trace upload failed (HTTP status %ld)", status);
+    int ok = 0, sent = 0, kept = 0;
+    uint8_t *body = NULL;
+    size_t blen = 0, ntraces = 0;
+    long status = 0;
+    if ((d->agent || d->spool) && traces_encode(out, n, &body, &blen, &ntraces) < 0)
+        body = NULL;
+    if (d->agent && body) {
+        struct traces_meta m = {.lang_version = "", .tracer_version = DDSHIM_VERSION,
+                                .container_id = s->container_id[0] ? s->container_id : NULL};
+        char *rates = NULL;
+        if (traces_upload(d->agent, &m, body, blen, ntraces, timeout_ms, &status, &rates) == 0) {
+            *to_agent = sent = ok = 1;
+            if (rates) {
+                double r = traces_rate_for(rates, s->cfg->service, s->cfg->env);
+                if (r >= 0)
+                    s->agent_rate = r;
             }
-            free(rates);
-            free(body);
+        } else {
+            log_info("trace upload failed (HTTP status %ld)", status);
+            if (spool_retryable(status))
+                d->agent = NULL; /* the next batches go straight to the spool */
         }
+        free(rates);
     }
-    if (!sent || s->cfg->output_dir_set) {
+    if (!sent && body && d->spool && spool_retryable(status) &&
+        spool_put(d->spool, SPOOL_TRACES, s->container_id, NULL, 0, body, blen, ntraces) == 0)
+        *spooled = kept = ok = 1;
+    free(body);
+    if (s->cfg->output_dir_set || (!sent && (d->files || !kept))) {
         if (traces_write_jsonl(s->cfg->output_dir, s->cfg->service, s->pid, out, n) == 0)
             *to_file = ok = 1;
     }
     return ok ? 0 : -1;
 }
 
-int spans_deliver(struct spans_state *s, const aio_target *agent, const uint8_t *recs, size_t len,
-                  size_t count, uint64_t dropped, long timeout_ms, int *to_agent, int *to_file)
+int spans_deliver(struct spans_state *s, const struct spans_dest *d, const uint8_t *recs, size_t len,
+                  size_t count, uint64_t dropped, long timeout_ms, int *to_agent, int *to_file,
+                  int *spooled)
 {
-    *to_agent = *to_file = 0;
+    *to_agent = *to_file = *spooled = 0;
+    struct spans_dest dd = *d;
     if (dropped)
         log_info("%llu spans did not fit the span buffer and were dropped", (unsigned long long)dropped);
     size_t cap = count < BATCH ? (count ? count : 1) : BATCH;
@@ -494,12 +502,12 @@ int spans_deliver(struct spans_state *s, const aio_target *agent, const uint8_t 
         }
         off += rl;
         if (n == cap) {
-            rc |= deliver_batch(s, agent, out, n, timeout_ms, to_agent, to_file);
+            rc |= deliver_batch(s, &dd, out, n, timeout_ms, to_agent, to_file, spooled);
             n = 0;
         }
     }
     if (n)
-        rc |= deliver_batch(s, agent, out, n, timeout_ms, to_agent, to_file);
+        rc |= deliver_batch(s, &dd, out, n, timeout_ms, to_agent, to_file, spooled);
     log_debug("spans: %zu records, %zu read, to_agent=%d to_file=%d", count, seen, *to_agent, *to_file);
     free(out);
     free(builds);

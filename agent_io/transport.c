@@ -785,10 +785,24 @@ int aio_upload_profile(const aio_target *t, const aio_profile_meta *meta, const 
         *http_status = 0;
     if (!t || !meta || (!pprof_gz && len))
         return -1;
-    char errbuf[CURL_ERROR_SIZE];
     char *event = aio_event_json(meta);
     if (!event)
         return -1;
+    int rc = aio_upload_profile_event(t, event, meta->container_id, meta->profiler_version, pprof_gz, len,
+                                      timeout_ms, http_status);
+    free(event);
+    return rc;
+}
+
+int aio_upload_profile_event(const aio_target *t, const char *event, const char *container_id,
+                             const char *profiler_version, const uint8_t *pprof_gz, size_t len,
+                             long timeout_ms, long *http_status)
+{
+    if (http_status)
+        *http_status = 0;
+    if (!t || !event || (!pprof_gz && len))
+        return -1;
+    char errbuf[CURL_ERROR_SIZE];
     if (openssl_stopped()) {
         size_t blen = 0;
         char bnd[48];
@@ -798,14 +812,13 @@ int aio_upload_profile(const aio_target *t, const aio_profile_meta *meta, const 
             char ct[96], ver[96], cid[128];
             snprintf(ct, sizeof ct, "Content-Type: multipart/form-data; boundary=%s", bnd);
             snprintf(ver, sizeof ver, "DD-EVP-ORIGIN-VERSION: %.64s",
-                     meta->profiler_version ? meta->profiler_version : "unknown");
-            snprintf(cid, sizeof cid, "Datadog-Container-ID: %.96s", meta->container_id ? meta->container_id : "");
+                     profiler_version ? profiler_version : "unknown");
+            snprintf(cid, sizeof cid, "Datadog-Container-ID: %.96s", container_id ? container_id : "");
             const char *hs[] = {ct, "DD-EVP-ORIGIN: ddshim", ver,
-                                meta->container_id && meta->container_id[0] ? cid : NULL, NULL};
+                                container_id && container_id[0] ? cid : NULL, NULL};
             st = aio_raw_request(t, "POST", AIO_PROFILE_PATH, hs, body, blen, timeout_ms, NULL, 0);
             free(body);
         }
-        free(event);
         if (http_status)
             *http_status = st;
         return st >= 200 && st <= 299 ? 0 : -1;
@@ -825,9 +838,9 @@ int aio_upload_profile(const aio_target *t, const aio_profile_meta *meta, const 
     hdrs = aio_add_header(hdrs, &bad, "Content-Type", ctype);
     hdrs = aio_add_header(hdrs, &bad, "DD-EVP-ORIGIN", "ddshim");
     hdrs = aio_add_header(hdrs, &bad, "DD-EVP-ORIGIN-VERSION",
-                          meta->profiler_version ? meta->profiler_version : "unknown");
-    if (meta->container_id && meta->container_id[0])
-        hdrs = aio_add_header(hdrs, &bad, "Datadog-Container-ID", meta->container_id);
+                          profiler_version ? profiler_version : "unknown");
+    if (container_id && container_id[0])
+        hdrs = aio_add_header(hdrs, &bad, "Datadog-Container-ID", container_id);
     /* curl waits up to a second for "100 Continue" on big bodies; the Agent
      * never needs the handshake, and the wait eats into our timeout. */
     if (!bad) {
@@ -849,7 +862,6 @@ int aio_upload_profile(const aio_target *t, const aio_profile_meta *meta, const 
         curl_easy_cleanup(c);
     free(body); /* after the handle: it may still reference it */
     curl_slist_free_all(hdrs);
-    free(event);
     if (http_status)
         *http_status = status;
     return status >= 200 && status <= 299 ? 0 : -1;

@@ -51,6 +51,12 @@ int aio_agent_probe(const aio_target *t, long timeout_ms);
 int aio_upload_profile(const aio_target *t, const aio_profile_meta *meta, const uint8_t *pprof_gz,
                        size_t len, long timeout_ms, long *http_status);
 
+/* The same upload with event.json already built (a spooled profile sent
+ * again): event is its text, container_id may be NULL. */
+int aio_upload_profile_event(const aio_target *t, const char *event, const char *container_id,
+                             const char *profiler_version, const uint8_t *pprof_gz, size_t len,
+                             long timeout_ms, long *http_status);
+
 /* Write pprof_gz to <dir>/<service>.<pid>.<seq>.pprof.gz (created 0600, via a
  * temporary name and rename, O_NOFOLLOW; dir created 0700 if missing) and the
  * event.json beside it as <service>.<pid>.<seq>.event.json. The service name is

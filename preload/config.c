@@ -39,6 +39,38 @@ int config_parse_bool(const char *s)
 }
 
 /* Whole-string decimal integer in [lo, hi]; -1 on anything else. */
+/* "123", "64K", "32M", "1G" (powers of 1024), up to 1 TiB. */
+static int parse_bytes(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+    const char *p = s;
+    if (*p < '0' || *p > '9')
+        return -1;
+    while (*p >= '0' && *p <= '9') {
+        v = v * 10 + (uint64_t)(*p++ - '0');
+        if (v > (1ull << 40))
+            return -1;
+    }
+    int shift = 0;
+    if (*p == 'k' || *p == 'K')
+        shift = 10;
+    else if (*p == 'm' || *p == 'M')
+        shift = 20;
+    else if (*p == 'g' || *p == 'G')
+        shift = 30;
+    if (shift) {
+        p++;
+        if (*p == 'i' || *p == 'I')
+            p++;
+        if (*p == 'b' || *p == 'B')
+            p++;
+    }
+    if (*p || (v << shift) > (1ull << 40))
+        return -1;
+    *out = v << shift;
+    return 0;
+}
+
 static int parse_int(const char *s, long lo, long hi, long *out)
 {
     while (isspace((unsigned char)*s))
@@ -331,6 +363,33 @@ int config_load(struct shim_config *c, const char *(*g)(const char *), const cha
     c->announce = isatty(STDERR_FILENO);
     if ((v = get(g, "DD_SHIM_ANNOUNCE_PID")) && parse_int(v, 1, 1L << 30, &n) == 0 && n == (long)getpid())
         c->announce = 1;
+
+    /* The spool: payloads the Agent did not take wait there for it. */
+    c->spool_max_bytes = 32ull << 20;
+    if ((v = get(g, "DD_SHIM_SPOOL_MAX_BYTES"))) {
+        uint64_t b;
+        if (parse_bytes(v, &b) < 0) {
+            nbad++;
+            bad("DD_SHIM_SPOOL_MAX_BYTES", v, "a size in bytes (suffix K, M or G allowed), 0 for none",
+                "nothing is spooled");
+            c->spool_max_bytes = 0;
+        } else {
+            c->spool_max_bytes = b;
+        }
+    }
+    if ((v = get(g, "DD_SHIM_SPOOL_DIR")) && *v) {
+        if (v[0] != '/') {
+            char cwd[768];
+            if (getcwd(cwd, sizeof cwd))
+                snprintf(c->spool_dir, sizeof c->spool_dir, "%s/%s", strcmp(cwd, "/") ? cwd : "", v);
+            else
+                copy_str(c->spool_dir, sizeof c->spool_dir, v);
+        } else {
+            copy_str(c->spool_dir, sizeof c->spool_dir, v);
+        }
+    } else {
+        snprintf(c->spool_dir, sizeof c->spool_dir, "/var/tmp/ddshim-%u", (unsigned)geteuid());
+    }
 
     /* Output directory, made absolute now: daemons chdir("/") later. */
     const char *dir = get(g, "DD_SHIM_OUTPUT_DIR");

@@ -23,6 +23,8 @@ struct shim_config {
     double sample_rate;     /* DD_TRACE_SAMPLE_RATE, -1 when unset */
     char header_tags[1024]; /* DD_TRACE_HEADER_TAGS, raw */
     int announce;           /* say where data goes on stderr: a terminal, or the process ddrun started */
+    char spool_dir[1024];   /* DD_SHIM_SPOOL_DIR or /var/tmp/ddshim-<euid> (absolute) */
+    uint64_t spool_max_bytes; /* DD_SHIM_SPOOL_MAX_BYTES, 0 = no spooling */
 };
 
 /* Read the configuration. getenv_fn is getenv in the shim, a fake in tests.

@@ -13,6 +13,7 @@ DIR/upload-<n>.json ({"ok", "errors", "headers", "event", "pprof_path"}) with
 the attachment in DIR/upload-<n>.pprof.gz (n counts from 1; the .json is
 renamed into place last, so its presence means the upload is complete).
 Traces go to DIR/traces-<n>.msgpack with DIR/traces-<n>.json (headers).
+Both .json records carry "status": what the intake answered (500 in mode 500).
 Every request is appended to DIR/requests.log as "METHOD PATH STATUS".
 
 Modes (for fault tests):
@@ -21,6 +22,9 @@ Modes (for fault tests):
   refuse      bind but never listen: every connect is refused (ECONNREFUSED)
   slow:SECS   sleep SECS before answering any request
   hang        read the request, never answer
+SIGUSR1 switches any mode to ok: the Agent comes back (a refusing intake
+starts listening on the same port; a request held by hang is then dropped
+unanswered, as a restarted Agent drops its connections).
 
 The port-file (for --unix: the socket path) is written once the server is
 listening, atomically, so a test may poll for it.
@@ -415,8 +419,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         mode = self.state.mode
         if mode == "hang":
             self.state.log_request(self.command, self.path, "hang")
-            while True:
-                time.sleep(3600)
+            while self.state.mode == "hang":
+                time.sleep(0.05)
+            self.close_connection = True
+            raise ConnectionAbortedError("dropped on coming back")
         if mode.startswith("slow:"):
             time.sleep(float(mode[5:]))
 
@@ -463,7 +469,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pprof_path = os.path.join(st.out, "upload-%d.pprof.gz" % n)
         write_atomic(pprof_path, attachment if attachment is not None else b"")
         rec = {"ok": not errors, "errors": errors, "headers": headers, "event": event,
-               "pprof_path": pprof_path, "size": len(body)}
+               "pprof_path": pprof_path, "size": len(body), "status": self.upload_status()}
         write_atomic(os.path.join(st.out, "upload-%d.json" % n), json.dumps(rec, indent=1))
         self.reply(self.upload_status(), {})
 
@@ -474,7 +480,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         write_atomic(os.path.join(st.out, "traces-%d.msgpack" % n), body)
         write_atomic(os.path.join(st.out, "traces-%d.json" % n),
                      json.dumps({"method": self.command, "headers": headers,
-                                 "body_path": os.path.join(st.out, "traces-%d.msgpack" % n)},
+                                 "body_path": os.path.join(st.out, "traces-%d.msgpack" % n),
+                                 "status": self.upload_status()},
                                 indent=1))
         self.reply(self.upload_status(), {"rate_by_service": st.rates})
 
@@ -521,6 +528,12 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     st = State(a.out, a.mode, rates)
     Handler.state = st
+    back = threading.Event()
+
+    def come_back(*_):
+        st.mode = "ok"
+        back.set()
+    signal.signal(signal.SIGUSR1, come_back)
 
     if a.unix:
         try:
@@ -535,14 +548,20 @@ def main():
             write_atomic(a.port_file, a.unix + "\n")
         else:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((a.host, a.port))
             write_atomic(a.port_file, "%d\n" % s.getsockname()[1])
-        while True:
+            a.port = s.getsockname()[1]
+        while not back.is_set():
             signal.pause()
+        s.close()
+        if a.unix:
+            os.unlink(a.unix)
 
     if a.unix:
         srv = UnixServer(a.unix, Handler)
-        write_atomic(a.port_file, a.unix + "\n")
+        if not back.is_set():
+            write_atomic(a.port_file, a.unix + "\n")
     else:
         srv = TCPServer((a.host, a.port), Handler)
         write_atomic(a.port_file, "%d\n" % srv.server_address[1])

@@ -8,6 +8,10 @@ B=${B:-build}
 export B
 export DDSHIM_LIB="$(cd "$B" && pwd)/libddshim.so"
 export DDSHIM_ROOT="$(pwd)"
+# The spool (what an absent Agent did not take) of tests that do not set their
+# own: in the build directory, not the machine's /var/tmp/ddshim-<uid>.
+export DD_SHIM_SPOOL_DIR="$(pwd)/$B/test-spool"
+rm -rf "$DD_SHIM_SPOOL_DIR"
 pass=0; fail=0; skip=0; failed_names=""
 log_dir="$B/test-logs"
 rm -rf "$log_dir"; mkdir -p "$log_dir"

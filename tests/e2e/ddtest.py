@@ -49,6 +49,16 @@ def tmpdir(prefix="ddshim-test-"):
     return tempfile.mkdtemp(prefix=prefix)
 
 
+_SPOOL = None
+
+
+def _spool_dir():
+    global _SPOOL
+    if _SPOOL is None:
+        _SPOOL = os.path.join(tempfile.mkdtemp(prefix="ddshim-spool-"), "spool")
+    return _SPOOL
+
+
 def shim_env(out_dir=None, agent=None, extra=None, preload=True):
     env = dict(os.environ)
     for k in list(env):
@@ -60,6 +70,8 @@ def shim_env(out_dir=None, agent=None, extra=None, preload=True):
         env["DD_SHIM_OUTPUT_DIR"] = out_dir
     # Nothing listens on port 1: "no Agent" unless a test starts an intake.
     env["DD_TRACE_AGENT_URL"] = agent or "http://127.0.0.1:1"
+    # Each test file spools into its own directory, not the machine's /var/tmp.
+    env["DD_SHIM_SPOOL_DIR"] = _spool_dir()
     if extra:
         env.update(extra)
     return env
@@ -146,7 +158,7 @@ def pprof_raw(files):
 class Intake:
     """tests/intake.py in a subprocess: a capture Agent."""
 
-    def __init__(self, mode="ok", unix=None):
+    def __init__(self, mode="ok", unix=None, port=0):
         self.dir = tmpdir("ddshim-intake-")
         portfile = os.path.join(self.dir, "port")
         cmd = ["/usr/bin/python3", os.path.join(ROOT, "tests", "intake.py"), "--out", self.dir,
@@ -154,7 +166,7 @@ class Intake:
         if unix:
             cmd += ["--unix", unix, "--port-file", portfile]
         else:
-            cmd += ["--port", "0", "--port-file", portfile]
+            cmd += ["--port", str(port), "--port-file", portfile]
         env = dict(os.environ)
         env.pop("LD_PRELOAD", None)
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -180,6 +192,10 @@ class Intake:
                     out.append(json.load(fh))
         out.sort(key=lambda u: u.get("n", 0))
         return out
+
+    def come_back(self):
+        """Any fault mode becomes ok (intake.py's SIGUSR1)."""
+        self.proc.send_signal(signal.SIGUSR1)
 
     def stop(self):
         if self.proc.poll() is None:

@@ -99,6 +99,36 @@ int main(void)
     ok(c.profiling_enabled == 1 && c.trace_enabled == 0 && c.sample_rate == 0.25, "booleans and sample rate");
 
     nvars = 0;
+    load(&c, err, sizeof err);
+    char want[64];
+    snprintf(want, sizeof want, "/var/tmp/ddshim-%u", (unsigned)geteuid());
+    ok(strcmp(c.spool_dir, want) == 0 && c.spool_max_bytes == 32ull << 20,
+       "spool: /var/tmp/ddshim-<euid>, 32 MiB by default");
+    const struct {
+        const char *v;
+        unsigned long long bytes;
+        int good;
+    } sizes[] = {{"0", 0, 1},        {"1000", 1000, 1},   {"64K", 65536, 1}, {"8m", 8 << 20, 1},
+                 {"1GiB", 1ull << 30, 1}, {"2MB", 2 << 20, 1}, {"-1", 0, 0},    {"1.5M", 0, 0},
+                 {"lots", 0, 0},     {"2T", 0, 0},        {"10 M", 0, 0},    {"", 32ull << 20, 1} /* empty = unset */};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        nvars = 0;
+        setv("DD_SHIM_SPOOL_MAX_BYTES", sizes[i].v);
+        err[0] = '\0';
+        int nb = load(&c, err, sizeof err);
+        char d[160];
+        snprintf(d, sizeof d, "DD_SHIM_SPOOL_MAX_BYTES=\"%s\" %s", sizes[i].v,
+                 sizes[i].good ? "read" : "refused with a line naming it, spooling off");
+        ok(sizes[i].good ? nb == 0 && c.spool_max_bytes == sizes[i].bytes
+                         : nb == 1 && c.spool_max_bytes == 0 && strstr(err, "DD_SHIM_SPOOL_MAX_BYTES") != NULL,
+           d);
+    }
+    nvars = 0;
+    setv("DD_SHIM_SPOOL_DIR", "rel/spool");
+    load(&c, err, sizeof err);
+    ok(c.spool_dir[0] == '/' && strstr(c.spool_dir, "/rel/spool"), "a relative DD_SHIM_SPOOL_DIR is made absolute");
+
+    nvars = 0;
     setv("DD_AGENT_HOST", "10.1.2.3");
     setv("DD_TRACE_AGENT_PORT", "9126");
     load(&c, err, sizeof err);
