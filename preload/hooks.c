@@ -21,6 +21,10 @@
  *           other descriptor costs one branch
  *  ns       unshare, setns: new user (or mount) namespaces need a
  *           single-threaded process; the shim's two threads step aside
+ *  creds    capset, prctl(PR_SET_KEEPCAPS/PR_SET_SECUREBITS): per-thread
+ *           credentials; the shim's threads are started again from the
+ *           calling thread so they carry the same ones (glibc's setuid
+ *           broadcast aborts the process when threads' results differ)
  *  fds      close, close_range, closefrom, dup2, dup3, pipe2: the shim's and
  *           libunwind's descriptors (preload/fdguard.c) survive a host that
  *           closes everything; pipe2 and close are async-signal-safe here */
@@ -89,6 +93,8 @@ static ssize_t (*real_sendfile64)(int, int, off64_t *, size_t);
 static int (*real_shutdown)(int, int);
 static int (*real_dup)(int);
 static int (*real_unshare)(int);
+static int (*real_capset)(void *, const void *);
+static int (*real_prctl)(int, unsigned long, unsigned long, unsigned long, unsigned long);
 static int (*real_setns)(int, int);
 
 #define RESOLVE(name)                                                                              \
@@ -139,6 +145,8 @@ void hooks_resolve(void)
     RESOLVE(dup);
     RESOLVE(unshare);
     RESOLVE(setns);
+    RESOLVE(capset);
+    RESOLVE(prctl);
 }
 
 /* ---- signals ------------------------------------------------------------ */
@@ -910,6 +918,60 @@ EXPORT int setns(int fd, int nstype)
         usleep(1000);
         rc = real_setns(fd, nstype);
     }
+    int e = errno;
+    resume_threads(paused);
+    errno = e;
+    return rc;
+}
+
+/* ---- per-thread credentials -----------------------------------------------
+ * Capabilities and the keep-caps/securebits flags belong to one thread, but
+ * glibc's setuid()/setgid() family applies the change to every thread of the
+ * process and abort()s when the threads' results differ. A program that
+ * raises its own capabilities or sets keep-caps before dropping privileges
+ * (setpriv, su-like daemons) would then die because the shim's threads still
+ * have the old ones. So the shim's threads stop for the call and are created
+ * again by the calling thread, inheriting its credentials. */
+
+#ifndef PR_SET_KEEPCAPS
+#define PR_SET_KEEPCAPS 8
+#endif
+#ifndef PR_SET_SECUREBITS
+#define PR_SET_SECUREBITS 28
+#endif
+
+struct ddshim_cap_header {
+    uint32_t version;
+    int pid;
+};
+
+EXPORT int capset(void *hdrp, const void *datap)
+{
+    RESOLVE(capset);
+    MISSING(capset, -1);
+    const struct ddshim_cap_header *h = hdrp;
+    /* Only a change of this thread's own capabilities (pid 0 or its tid). */
+    int self = h && datap && (h->pid == 0 || h->pid == (int)syscall(SYS_gettid));
+    int paused = self ? pause_threads() : 0;
+    int rc = real_capset(hdrp, datap);
+    int e = errno;
+    resume_threads(paused);
+    errno = e;
+    return rc;
+}
+
+EXPORT int prctl(int option, ...)
+{
+    va_list ap;
+    va_start(ap, option);
+    unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
+    unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
+    va_end(ap);
+    RESOLVE(prctl);
+    MISSING(prctl, -1);
+    int creds = option == PR_SET_KEEPCAPS || option == PR_SET_SECUREBITS;
+    int paused = creds ? pause_threads() : 0;
+    int rc = real_prctl(option, a2, a3, a4, a5);
     int e = errno;
     resume_threads(paused);
     errno = e;

@@ -11,7 +11,8 @@ gcc (warning, error, the binary it builds), sort of a 1 MB file (external
 merge, 2 threads) and of 1 MB on stdin, perl one-liners (fork, system,
 backticks, die), curl against a python3 http.server started without the shim
 (plus 30 short curl runs, whose exit path shares libcurl/OpenSSL with the
-shim), sqlite3, and a bash loop of 1,000 fork+exec (its wall time with and
+shim), sqlite3, setpriv/runuser/su dropping privileges (root only), and a bash loop of
+1,000 fork+exec (its wall time with and
 without is printed for information, never asserted). The CPU time of each run
 is printed; programs under 100 ms of CPU that still got a ddshim: line are
 listed at the end.
@@ -385,6 +386,27 @@ SELECT * FROM t WHERE id % 10000 = 0;
             setup=lambda d: write(os.path.join(d, "q.sql"), SQL))
 else:
     t.skip("sqlite3", "sqlite3 not installed and apt-get install sqlite3 failed")
+
+# ---------------------------------------------------------------- privilege drops
+# setpriv keeps its capabilities across setresuid (prctl PR_SET_KEEPCAPS,
+# capset on its own thread), then setresgid: glibc applies both to every
+# thread and aborts if the shim's threads answer differently. su and runuser
+# drop privileges through PAM. Root only (they need it to change users).
+if os.geteuid() == 0:
+    for name, argv in [
+            ("setpriv (keep-caps, capset, setresuid, setresgid, clear groups)",
+             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", "id; echo ok > f; cat f"]),
+            ("setpriv --inh-caps=-all --bounding-set=-all",
+             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+              "--bounding-set=-all", "id"]),
+            ("runuser -u nobody", ["runuser", "-u", "nobody", "--", "id"]),
+            ("su nobody -s /bin/sh", ["su", "nobody", "-s", "/bin/sh", "-c", "id"])]:
+        if shutil.which(argv[0]):
+            compare(name, argv, setup=lambda d: os.chmod(d, 0o777))
+        else:
+            t.skip(name, "%s not installed" % argv[0])
+else:
+    t.skip("setpriv / runuser / su", "needs root")
 
 # ---------------------------------------------------------------- bash: 1,000 fork+exec
 b, s = compare("bash loop of 1,000 fork+exec of /bin/true",
