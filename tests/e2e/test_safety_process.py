@@ -11,7 +11,7 @@ flight, each compared with the same program run without the shim:
 - a host that blocks every signal in every thread; a host that never retries
   on EINTR (blocking read/poll/write/nanosleep/usleep: no EINTR at 99 Hz; the
   counts at 999 Hz are printed for information);
-- dlopen/dlclose of a library in a loop for 20 s at 1000 Hz; a 10,000-frame
+- dlopen/dlclose of a library in a loop for 60 s at 1000 Hz; a 10,000-frame
   recursion (stacks cut at 128 frames); RLIMIT_NOFILE of 16; a host that
   carries its own statically linked, exported zlib (output unchanged, the
   shim's profile still written, and no symbol binding between the host's zlib
@@ -283,22 +283,22 @@ print("# 999 Hz (information): " + r999.out.strip())
 t.ok(r999.rc == 0 and c9.get("reads", 0) > 100, "the EINTR host runs to the end at 999 Hz (EINTR counts printed above)", describe(r999))
 
 # =============================================================== 4. loader and memory
-# ---- dlopen/dlclose in a loop for 20 s at 1000 Hz ----
+# ---- dlopen/dlclose in a loop for a minute at 1000 Hz ----
 dlloop = ensure("dlloop")
 plugin = ensure("libdlplugin.so")
 out = tmp("ddshim-safety-out-")
 # (DDSHIM_SAFETY_BREAK=1: a library that does not exist, for 2 s: failures, and too little CPU in the profile)
-r = xrun([dlloop, plugin + ".missing", "2"] if BREAK else [dlloop, plugin, "20"], env_for(out, "1000"), timeout=60)
+r = xrun([dlloop, plugin + ".missing", "2"] if BREAK else [dlloop, plugin, "60"], env_for(out, "1000"), timeout=150)
 print("# dlloop: " + r.err.strip().replace("\n", " | "))
 t.ok(r.rc == 0 and r.out == "dlopen/dlsym/dlclose failures: 0\n" and not r.timed_out,
-     "dlopen/dlclose of a library in 2 threads + dl_iterate_phdr, 20 s at 1000 Hz: no crash, no hang, no failure",
+     "dlopen/dlclose of a library in 2 threads + dl_iterate_phdr, 60 s at 1000 Hz: no crash, no hang, no failure",
      describe(r))
 files = profiles_in(out)
 if go and files:
     f, total, text = pprof_top(files)
     lost = f.get("[ddshim] lost samples", (0, 0))[0]
     print("# dlloop profile: %.1f s of CPU, %.3f s counted as lost" % (total or 0, lost))
-    t.ok((total or 0) > 5 and "dlloop_burn" in f, "... and its profile is written and readable (%.1f s of CPU)" % (total or 0),
+    t.ok((total or 0) > 15 and "dlloop_burn" in f, "... and its profile is written and readable (%.1f s of CPU)" % (total or 0),
          text[:3000])
 else:
     t.ok(bool(files) and not go, "... and its profile is written", sorted(os.listdir(out)))
