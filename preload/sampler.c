@@ -11,7 +11,10 @@
  * constructor and fork child handler, and from the sigaction hook when the host
  * claims our signal. Never from signal context (see sighandler.c for that).
  * libunwind is dlopen'd RTLD_LOCAL so its _Unwind_* and backtrace symbols never
- * replace the host's (libgcc_s, glibc). */
+ * replace the host's (libgcc_s, glibc); the handler uses it only for stacks the
+ * shim's own walker (preload/unwind.c) hands over. This file gives the walker
+ * its rule table and each thread's stack bounds, and logs the handler's cost
+ * (median and mean, from a histogram the handler keeps) at exit. */
 #include "preload/sampler.h"
 
 #include "common/log.h"
@@ -19,10 +22,13 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 __thread struct sampler_thread sampler_tls TLS_IE = {.timer_id = -1};
@@ -33,6 +39,7 @@ volatile int sampler_active;
 volatile int sampler_host_ignores;
 int sampler_cookie;
 int (*sampler_unw_backtrace)(void **, int);
+int sampler_unwind_check;
 
 static int64_t period_ns;
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -140,8 +147,25 @@ static int install_handler(int signo)
     return sigaction(signo, &sa, NULL);
 }
 
-/* Warm this thread's libunwind caches outside signal context: the first walk
- * through each code path parses unwind tables. */
+/* The calling thread's stack, for the walker's bounds checks; 0/0 when
+ * unknown (every walk of the thread then goes to libunwind). */
+static void thread_stack(uintptr_t *lo, uintptr_t *hi)
+{
+    pthread_attr_t a;
+    if (pthread_getattr_np(pthread_self(), &a) != 0)
+        return;
+    void *addr;
+    size_t size;
+    if (pthread_attr_getstack(&a, &addr, &size) == 0) {
+        *lo = (uintptr_t)addr;
+        *hi = (uintptr_t)addr + size;
+    }
+    pthread_attr_destroy(&a);
+}
+
+/* Warm this thread's libunwind caches and the shim walker's state outside
+ * signal context: the first walk through each code path parses unwind tables
+ * (and touches the pages the handler will use). */
 static void warm_unwind(void)
 {
     if (sampler_unw_backtrace) {
@@ -150,6 +174,12 @@ static void warm_unwind(void)
         sampler_unw_backtrace(tmp, 32);
         sampler_tls.in_unwinder = 0;
     }
+    /* The same for the shim's walker: rules of the frames every sample of
+     * this thread has (its start, main), its hints. */
+    ucontext_t uc;
+    int trunc;
+    if (getcontext(&uc) == 0)
+        (void)unwind_walk(&sampler_tls.uw, &uc, REC_MAX_FRAMES, &trunc);
 }
 
 int sampler_init(int hz)
@@ -176,6 +206,22 @@ int sampler_init(int hz)
         log_warn("CPU profiling is off: libunwind has no unw_backtrace");
         return -1;
     }
+    /* The shim's own stack walker (preload/unwind.c) and its rule table,
+     * populated now: a page first touched in a signal handler would cost that
+     * sample a page fault. Without the table every sample goes to libunwind,
+     * which is also what DDSHIM_UNWIND_WALKER=0 asks (a test and benchmark
+     * knob, like DDSHIM_UNWIND_CHECK). */
+    const char *walker = getenv("DDSHIM_UNWIND_WALKER");
+    if (!walker || strcmp(walker, "0") != 0) {
+        void *tab = mmap(NULL, UNWIND_TABLE_BYTES, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+        if (tab != MAP_FAILED)
+            unwind_use_table(tab);
+        else
+            log_info("no memory for the stack walker's table; every sample is walked by libunwind");
+    }
+    const char *chk = getenv("DDSHIM_UNWIND_CHECK");
+    sampler_unwind_check = chk && chk[0] == '1';
     int s = pick_signal();
     if (s < 0)
         s = pick_rt_signal();
@@ -198,6 +244,9 @@ void sampler_thread_begin(void)
         return;
     t->tid = my_tid();
     t->timer_id = -1;
+    uintptr_t lo = 0, hi = 0;
+    thread_stack(&lo, &hi);
+    unwind_thread_reset(&t->uw, lo, hi);
     warm_unwind();
     int id;
     if (timer_make(t->tid, signo, &id) != 0) {
@@ -237,8 +286,24 @@ void sampler_after_fork_child(void)
     reg_lock = fresh;
     reg_len = 0;
     ring_reset(&sampler_ring);
-    sampler_tls.timer_id = -1;
-    sampler_thread_begin();
+    struct sampler_thread *t = &sampler_tls;
+    t->timer_id = -1;
+    if (t->tid == 0 || !sampler_signo) {
+        sampler_thread_begin();
+        return;
+    }
+    /* Armed in the parent: this thread's libunwind state (warm, its TLS
+     * allocated) and stack bounds are the parent thread's and hold in this
+     * copy; only the tid and the timer are new. (Warming again and reading
+     * /proc/self/maps for the stack cost ~0.3 ms, in every fork child.) */
+    t->tid = my_tid();
+    int id;
+    if (timer_make(t->tid, sampler_signo, &id) != 0) {
+        __atomic_fetch_add(&sampler_counters.timers_failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    t->timer_id = id;
+    reg_add(t->tid, id);
 }
 
 int sampler_yield_signal(void)
@@ -276,8 +341,65 @@ int sampler_yield_signal(void)
     return 0;
 }
 
+/* Quantile q (0..1) of the handler-time histogram: the middle of the bucket
+ * holding that rank. */
+static uint64_t hist_quantile(const uint64_t *h, uint64_t total, double q)
+{
+    uint64_t rank = (uint64_t)(q * (double)(total - 1)), seen = 0;
+    for (unsigned b = 0; b < SAMPLER_HIST_BUCKETS; b++) {
+        seen += h[b];
+        if (seen > rank) {
+            uint64_t lo = sampler_hist_lo(b);
+            uint64_t hi = b + 1 < SAMPLER_HIST_BUCKETS ? sampler_hist_lo(b + 1) : lo + 1;
+            return lo + (hi - lo) / 2;
+        }
+    }
+    return 0;
+}
+
+/* One line at exit (info level; the benchmark reads it): the handler's cost
+ * per written sample, median and mean, and how the stacks were walked. */
+static void log_handler_stats(void)
+{
+    uint64_t h[SAMPLER_HIST_BUCKETS], total = 0;
+    for (unsigned b = 0; b < SAMPLER_HIST_BUCKETS; b++) {
+        h[b] = __atomic_load_n(&sampler_counters.handler_hist[b], __ATOMIC_RELAXED);
+        total += h[b];
+    }
+    uint64_t ns = __atomic_load_n(&sampler_counters.handler_ns, __ATOMIC_RELAXED);
+    if (total > 0)
+        log_info("signal handler: %llu samples, median %llu ns, mean %llu ns, p10 %llu ns, p90 %llu ns; "
+                 "walker: %llu fallbacks to libunwind, %llu rules read from CFI (%llu unsupported)",
+                 (unsigned long long)total, (unsigned long long)hist_quantile(h, total, 0.5),
+                 (unsigned long long)(ns / total), (unsigned long long)hist_quantile(h, total, 0.1),
+                 (unsigned long long)hist_quantile(h, total, 0.9),
+                 (unsigned long long)__atomic_load_n(&unwind_counters.fallbacks, __ATOMIC_RELAXED),
+                 (unsigned long long)__atomic_load_n(&unwind_counters.resolved, __ATOMIC_RELAXED),
+                 (unsigned long long)__atomic_load_n(&unwind_counters.unsupported, __ATOMIC_RELAXED));
+    if (!sampler_unwind_check)
+        return;
+    uint64_t cmp = __atomic_load_n(&sampler_counters.check_compared, __ATOMIC_RELAXED);
+    uint64_t diff = __atomic_load_n(&sampler_counters.check_differ, __ATOMIC_RELAXED);
+    log_msg(diff ? LOG_WARN : LOG_INFO, "unwind check: %llu walks compared with libunwind, %llu differ",
+            (unsigned long long)cmp, (unsigned long long)diff);
+    const struct sampler_check_diff *d = &sampler_check_first;
+    if (__atomic_load_n(&d->claimed, __ATOMIC_ACQUIRE) != 2)
+        return;
+    char ours[SAMPLER_CHECK_KEEP * 19 + 1], unw[SAMPLER_CHECK_KEEP * 19 + 1];
+    size_t a = 0, b = 0;
+    ours[0] = unw[0] = 0;
+    for (int i = 0; i < d->n_ours && i < SAMPLER_CHECK_KEEP; i++)
+        a += (size_t)snprintf(ours + a, sizeof ours - a, " %llx", (unsigned long long)d->ours[i]);
+    for (int i = 0; i < d->n_unw && i < SAMPLER_CHECK_KEEP; i++)
+        b += (size_t)snprintf(unw + b, sizeof unw - b, " %llx", (unsigned long long)d->unw[i]);
+    log_warn("unwind check: first difference: walker %d frames:%s", d->n_ours, ours);
+    log_warn("unwind check: first difference: libunwind %d frames:%s", d->n_unw, unw);
+}
+
 void sampler_shutdown(void)
 {
+    if (sampler_active)
+        log_handler_stats();
     sampler_active = 0;
     pthread_mutex_lock(&reg_lock);
     for (size_t i = 0; i < reg_len; i++)

@@ -9,6 +9,7 @@
 
 #include "common/record.h"
 #include "preload/ring.h"
+#include "preload/unwind.h"
 
 #define TLS_IE __attribute__((tls_model("initial-exec")))
 
@@ -22,10 +23,32 @@ struct sampler_thread {
     int shim_thread;  /* one of the shim's own threads: never armed, hooks pass through */
     int in_unwinder;  /* inside libunwind: its pipe2/close calls are on guarded fds */
     uint64_t span_id, root_span_id; /* set by the HTTP hooks (later) */
+    struct unwind_thread uw;        /* the walker's stack bounds and previous walk */
+    /* Only when libunwind walks (fallback, check mode): */
     struct sample_rec rec;          /* the record being built (kept off the stack) */
     void *frames[REC_MAX_FRAMES + 16];
 };
 extern __thread struct sampler_thread sampler_tls TLS_IE;
+
+/* Per-sample handler time histogram: 0-15 ns exact, then 8 buckets per power
+ * of two (12.5 % wide), so that a median can be reported next to the mean. */
+#define SAMPLER_HIST_BUCKETS 256
+static inline unsigned sampler_hist_bucket(uint64_t ns)
+{
+    if (ns < 16)
+        return (unsigned)ns;
+    unsigned e = 63u - (unsigned)__builtin_clzll(ns);
+    unsigned b = 16u + (e - 4u) * 8u + (unsigned)((ns >> (e - 3u)) & 7u);
+    return b < SAMPLER_HIST_BUCKETS ? b : SAMPLER_HIST_BUCKETS - 1;
+}
+/* Lowest ns value of bucket b (its width: the next bucket's minus this). */
+static inline uint64_t sampler_hist_lo(unsigned b)
+{
+    if (b < 16)
+        return b;
+    unsigned e = 4u + (b - 16u) / 8u;
+    return (uint64_t)(8u + (b - 16u) % 8u) << (e - 3u);
+}
 
 /* Counters, updated with atomic adds, read by the collector. */
 struct sampler_counters {
@@ -36,6 +59,9 @@ struct sampler_counters {
     uint64_t lost_unwind;    /* stacks that could not be unwound (leaf only kept) */
     uint64_t timers_failed;  /* threads that could not get a timer */
     uint64_t handler_ns;     /* time spent in the handler for written samples */
+    uint64_t handler_hist[SAMPLER_HIST_BUCKETS]; /* the same, per sample, log-linear */
+    uint64_t check_compared; /* DDSHIM_UNWIND_CHECK: walks compared with libunwind's */
+    uint64_t check_differ;   /* ... and found different */
 };
 extern struct sampler_counters sampler_counters;
 
@@ -55,6 +81,17 @@ extern struct ring sampler_ring;        /* the sample channel to the collector *
 extern volatile int sampler_active;     /* records are accepted */
 extern int sampler_cookie;              /* &sampler_cookie tags our timers' signals */
 extern int (*sampler_unw_backtrace)(void **, int);
+/* DDSHIM_UNWIND_CHECK=1 (a test knob, not a setting): every walk of the
+ * shim's walker is also taken by libunwind and compared; the counts and the
+ * first difference are logged at exit. */
+extern int sampler_unwind_check;
+#define SAMPLER_CHECK_KEEP 48
+struct sampler_check_diff {
+    int claimed; /* 0 free, 1 being written, 2 written */
+    int n_ours, n_unw;
+    uint64_t ours[SAMPLER_CHECK_KEEP], unw[SAMPLER_CHECK_KEEP];
+};
+extern struct sampler_check_diff sampler_check_first;
 /* How the host sees our signal's disposition (SIG_DFL or SIG_IGN): what a
  * foreign (non-timer) instance of the signal must do. */
 extern volatile int sampler_host_ignores;

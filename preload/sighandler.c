@@ -4,11 +4,12 @@
  * stdio, only initial-exec TLS, errno restored. `make check-sigsafe` checks
  * the calls this object makes against an allow-list.
  *
- * A sample: unwind the interrupted stack with libunwind's unw_backtrace (its
- * fast path caches frame types per address, warmed per thread outside the
- * handler), keep the frames from the interrupted pc on, and copy one record
- * into the sample ring (preload/ring.h). What cannot be taken or kept is
- * counted. */
+ * A sample: walk the interrupted stack with the shim's walker
+ * (preload/unwind.c: libunwind's own CFI rules, cached so that a walk touches
+ * few cold cache lines) or, for a stack it does not handle, with libunwind's
+ * unw_backtrace (its per-thread caches warmed outside the handler), and copy
+ * one record into the sample ring (preload/ring.h). What cannot be taken or
+ * kept is counted. */
 #include "preload/sampler.h"
 
 #include "preload/hooks.h"
@@ -44,6 +45,77 @@ static void foreign_signal(int sig)
     raise(sig);
 }
 
+#define NFRAMES ((int)(sizeof sampler_tls.frames / sizeof sampler_tls.frames[0]))
+
+/* Async-signal-safe. libunwind's walk into t->frames (the one call site of
+ * the libunwind pointer). The walk starts in this handler: *first is the index
+ * of the interrupted pc (after the kernel's signal trampoline), -1 if not
+ * found. */
+__attribute__((noinline)) static int libunwind_walk(struct sampler_thread *t, uintptr_t ip, int *first)
+{
+    t->in_unwinder = 1;
+    int n = sampler_unw_backtrace(t->frames, NFRAMES);
+    t->in_unwinder = 0;
+    *first = -1;
+    for (int i = 0; i < n && i < 16; i++) {
+        if ((uintptr_t)t->frames[i] == ip) {
+            *first = i;
+            break;
+        }
+    }
+    return n;
+}
+
+/* Async-signal-safe. Check mode: the walker's frames against libunwind's, on
+ * the same stopped stack. The first difference is kept for the exit log. */
+struct sampler_check_diff sampler_check_first;
+
+static void check_walk(struct sampler_thread *t, uintptr_t ip, int nf, int trunc)
+{
+    int first;
+    int n = libunwind_walk(t, ip, &first);
+    int un = first < 0 ? 0 : n - first;
+    int utrunc = un > REC_MAX_FRAMES;
+    if (un > REC_MAX_FRAMES)
+        un = REC_MAX_FRAMES;
+    int same = first >= 0 && un == nf && utrunc == trunc;
+    for (int i = 0; same && i < nf; i++)
+        same = (uint64_t)(uintptr_t)t->frames[first + i] == unwind_pc(&t->uw, i);
+    count(&sampler_counters.check_compared, 1);
+    if (same)
+        return;
+    count(&sampler_counters.check_differ, 1);
+    int zero = 0;
+    if (!__atomic_compare_exchange_n(&sampler_check_first.claimed, &zero, 1, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_RELAXED))
+        return;
+    struct sampler_check_diff *d = &sampler_check_first;
+    d->n_ours = nf;
+    d->n_unw = un;
+    for (int i = 0; i < nf && i < SAMPLER_CHECK_KEEP; i++)
+        d->ours[i] = unwind_pc(&t->uw, i);
+    for (int i = 0; i < un && i < SAMPLER_CHECK_KEEP; i++)
+        d->unw[i] = (uint64_t)(uintptr_t)t->frames[first + i];
+    __atomic_store_n(&d->claimed, 2, __ATOMIC_RELEASE);
+}
+
+/* Async-signal-safe. */
+static void fill_header(struct sample_rec *r, const struct sampler_thread *t, int nf, int trunc, uint32_t weight)
+{
+    r->magic = REC_MAGIC;
+    r->nframes = (uint16_t)nf;
+    r->flags = trunc ? REC_F_TRUNCATED : 0;
+    r->tid = t->tid;
+    r->weight = weight;
+    r->span_id = t->span_id;
+    r->root_span_id = t->root_span_id;
+}
+
+static uint64_t elapsed_ns(const struct timespec *a, const struct timespec *b)
+{
+    return (uint64_t)((b->tv_sec - a->tv_sec) * 1000000000LL + (b->tv_nsec - a->tv_nsec));
+}
+
 /* Async-signal-safe. */
 void sampler_on_signal(int sig, siginfo_t *si, void *ucv)
 {
@@ -73,46 +145,51 @@ void sampler_on_signal(int sig, siginfo_t *si, void *ucv)
 
     ucontext_t *uc = ucv;
     uintptr_t ip = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
-    t->in_unwinder = 1;
-    int n = sampler_unw_backtrace(t->frames, (int)(sizeof t->frames / sizeof t->frames[0]));
-    t->in_unwinder = 0;
-    /* The walk starts in this handler: skip to the interrupted pc (after the
-     * kernel's signal trampoline). */
-    int first = -1;
-    for (int i = 0; i < n && i < 16; i++) {
-        if ((uintptr_t)t->frames[i] == ip) {
-            first = i;
-            break;
+    int trunc = 0;
+    int nf = unwind_walk(&t->uw, uc, REC_MAX_FRAMES, &trunc);
+    int walked = nf > 0, written;
+    if (walked) {
+        /* The record is written in place, from the walker's frames. */
+        struct ring_hdr *h;
+        struct sample_rec *r = ring_reserve(&sampler_ring, REC_SIZE(nf), &h);
+        if ((written = r != NULL)) {
+            fill_header(r, t, nf, trunc, weight);
+            for (int i = 0; i < nf; i++)
+                r->pc[i] = unwind_pc(&t->uw, i);
+            ring_commit(h);
         }
-    }
-    struct sample_rec *r = &t->rec;
-    int nf;
-    if (first < 0) {
-        r->pc[0] = ip;
-        nf = 1;
-        count(&sampler_counters.lost_unwind, 1);
     } else {
-        nf = n - first;
-        if (nf > REC_MAX_FRAMES)
-            nf = REC_MAX_FRAMES;
-        memcpy(r->pc, &t->frames[first], (size_t)nf * sizeof r->pc[0]);
+        count(&unwind_counters.fallbacks, 1);
+        struct sample_rec *r = &t->rec;
+        int first;
+        int n = libunwind_walk(t, ip, &first);
+        if (first < 0) {
+            r->pc[0] = ip;
+            nf = 1;
+            trunc = 0;
+            count(&sampler_counters.lost_unwind, 1);
+        } else {
+            nf = n - first;
+            trunc = nf > REC_MAX_FRAMES;
+            if (nf > REC_MAX_FRAMES)
+                nf = REC_MAX_FRAMES;
+            memcpy(r->pc, &t->frames[first], (size_t)nf * sizeof r->pc[0]);
+        }
+        fill_header(r, t, nf, trunc, weight);
+        written = ring_put(&sampler_ring, r, REC_SIZE(nf)) == 0;
     }
-    r->magic = REC_MAGIC;
-    r->nframes = (uint16_t)nf;
-    r->flags = (first >= 0 && n == (int)(sizeof t->frames / sizeof t->frames[0])) ? REC_F_TRUNCATED : 0;
-    r->tid = t->tid;
-    r->weight = weight;
-    r->span_id = t->span_id;
-    r->root_span_id = t->root_span_id;
-    if (ring_put(&sampler_ring, r, REC_SIZE(nf)) != 0) {
+    if (!written) {
         count(&sampler_counters.lost_write, weight);
     } else {
         struct timespec t1;
         clock_gettime(CLOCK_MONOTONIC, &t1);
+        uint64_t ns = elapsed_ns(&t0, &t1);
         count(&sampler_counters.samples, 1);
-        count(&sampler_counters.handler_ns,
-              (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec)));
+        count(&sampler_counters.handler_ns, ns);
+        count(&sampler_counters.handler_hist[sampler_hist_bucket(ns)], 1);
     }
+    if (sampler_unwind_check && walked)
+        check_walk(t, ip, nf, trunc);
     t->in_handler = 0;
     errno = saved_errno;
 }
