@@ -28,7 +28,8 @@ extern uint8_t *volatile conn_state;
 extern struct ring conn_span_ring;
 
 struct conn_counters {
-    uint64_t spans;            /* spans put in the ring */
+    uint64_t spans;            /* spans put in the ring (no atomic RMW on the hot path:
+                                  approximate when threads race) */
     uint64_t dropped_ring;     /* ring full */
     uint64_t dropped_pool;     /* too many requests in flight at once */
     uint64_t dropped_contended;/* socket used by two threads at once: tracking stopped */

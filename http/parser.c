@@ -1,21 +1,25 @@
 /* http/parser.c — owns the incremental HTTP/1.x request and response parsers
  * of http/parser.h: one byte-driven state machine shared by both directions
  * (start line, header lines, Content-Length / chunked / close-delimited
- * bodies, trailers) and the copies of the header values spans need.
+ * bodies, trailers), a line-at-a-time path in front of it for the common case
+ * (fast(): heads that arrive whole, see "the common case in one pass"), and
+ * the copies of the header values spans need.
  *
  * Called on host threads inside the read/write/send/recv hooks, possibly from
  * a host's signal handler that does I/O, so everything here is
  * async-signal-safe: no allocation, no locks, no libc calls (the compiler may
- * emit memset/memcpy for the small loops, both async-signal-safe), no
- * recursion, no TLS. All state lives in the caller's struct; every loop is
- * bounded by the bytes given, so hostile input costs O(bytes) and can only
- * end in HTTP_P_ERROR.
+ * emit memset/memcpy for the small loops, both async-signal-safe; SSE2
+ * intrinsics are plain instructions), no recursion, no TLS. All state lives
+ * in the caller's struct; every loop is bounded by the bytes given, so
+ * hostile input costs O(bytes) and can only end in HTTP_P_ERROR.
  *
  * Why one state machine and no lookahead: the hooks see whatever split the
  * host's read() returned, down to a single byte. Every state consumes a byte
  * or hands it, unconsumed, to a state that will, so feeding any split of a
  * stream gives the same result as feeding it whole (tests/unit and the fuzzer
- * check this).
+ * check this). fast() looks ahead only within one input, applies a line only
+ * once it has seen all of it, and hands over to the state machine at a line
+ * start, in the state the machine itself would be in there.
  *
  * Decisions a reader may want to know:
  * - A CR must be followed by LF; a bare LF ends a line as well (RFC 9112 §2.2).
@@ -158,26 +162,85 @@ static inline int hexval(uint8_t c)
 
 /* Long runs (user agents, cookies, paths) are scanned 8 bytes at a time: a
  * word with no byte below `lo` and no DEL is all valid (bytes >= 0x80 are
- * obs-text, valid too). A flagged word, false positive or HT in a value, goes
- * through the table one byte, then the word scan resumes. Loads stay below
- * lim: never a byte past the caller's input. */
+ * obs-text, valid too). In a flagged word the lowest flagged byte is a true
+ * one (a borrow only runs upwards from a byte that is itself flagged), so on
+ * little-endian machines the bytes below it are skipped at once; that byte
+ * goes through the table (HT is valid in a value) and the word scan resumes.
+ * Loads stay below lim: never a byte past the caller's input. */
 #define ONES 0x0101010101010101ull
 #define HIGHS 0x8080808080808080ull
 
-static inline int word_clean(uint64_t x, uint8_t lo)
+static inline uint64_t word_flags(uint64_t x, uint8_t lo)
 {
     uint64_t del = x ^ (ONES * 0x7f);
-    return !(((x - ONES * lo) & ~x & HIGHS) | ((del - ONES) & ~del & HIGHS));
+    return ((x - ONES * lo) & ~x & HIGHS) | ((del - ONES) & ~del & HIGHS);
 }
 
-static inline size_t scan(const uint8_t *d, size_t i, size_t lim, uint8_t lo, uint8_t cl)
+/* With SSE2 (every x86-64), sixteen bytes at a time: a compare or two per
+ * class and a bit mask of the bytes that stop the run, whose lowest bit is
+ * the answer. The same classes as cls[], exactly; only used while 16 bytes
+ * remain below lim. HTTP_PARSER_NO_SIMD builds the portable code alone (the
+ * tests run both). */
+#if defined(__SSE2__) && !defined(HTTP_PARSER_NO_SIMD)
+#include <emmintrin.h>
+#define HAVE_SIMD 1
+
+static inline __m128i ld128(const uint8_t *p)
 {
+    return _mm_loadu_si128((const __m128i *)(const void *)p);
+}
+
+/* Bit k: p[k] is not in C_VALUE (a control byte other than HT, or DEL), or,
+ * target != 0, not in C_TARGET (also SP and HT). */
+static inline unsigned stop16(const uint8_t *p, int target)
+{
+    __m128i x = ld128(p);
+    __m128i lo = _mm_set1_epi8(target ? 0x20 : 0x1f);
+    __m128i ctl = _mm_cmpeq_epi8(_mm_max_epu8(x, lo), lo); /* x <= lo, unsigned */
+    if (!target)
+        ctl = _mm_andnot_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('\t')), ctl);
+    __m128i del = _mm_cmpeq_epi8(x, _mm_set1_epi8(0x7f));
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(ctl, del));
+}
+
+/* Bit k: p[k] is not a letter, a digit or '-' (signed compares: bytes >=
+ * 0x80 are negative and match none). Other token bytes go through cls[]. */
+static inline unsigned name_stop16(const uint8_t *p)
+{
+    __m128i x = ld128(p);
+    __m128i l = _mm_or_si128(x, _mm_set1_epi8(0x20));
+    __m128i letter = _mm_and_si128(_mm_cmpgt_epi8(l, _mm_set1_epi8('a' - 1)),
+                                   _mm_cmpgt_epi8(_mm_set1_epi8('z' + 1), l));
+    __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8('0' - 1)),
+                                  _mm_cmpgt_epi8(_mm_set1_epi8('9' + 1), x));
+    __m128i ok = _mm_or_si128(_mm_or_si128(letter, digit), _mm_cmpeq_epi8(x, _mm_set1_epi8('-')));
+    return (unsigned)_mm_movemask_epi8(ok) ^ 0xffffu;
+}
+#endif
+
+/* The first byte at or after i (below lim) not in class cl: cl is C_VALUE
+ * (lo 0x20) or C_TARGET (lo 0x21). */
+__attribute__((noinline)) static size_t scan(const uint8_t *d, size_t i, size_t lim, uint8_t lo, uint8_t cl)
+{
+#ifdef HAVE_SIMD
+    while (lim - i >= 16) {
+        unsigned m = stop16(d + i, cl == C_TARGET);
+        if (m)
+            return i + (size_t)__builtin_ctz(m);
+        i += 16;
+    }
+#endif
     for (;;) {
         while (lim - i >= 8) {
             uint64_t x;
             __builtin_memcpy(&x, d + i, 8); /* one unaligned load */
-            if (!word_clean(x, lo))
+            uint64_t f = word_flags(x, lo);
+            if (f) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+                i += (size_t)__builtin_ctzll(f) >> 3;
+#endif
                 break;
+            }
             i += 8;
         }
         if (i < lim && (cls[d[i]] & cl)) {
@@ -195,11 +258,12 @@ typedef struct name_ent {
 } name_ent;
 #define NE(lit) { lit, (uint8_t)(sizeof(lit) - 1) }
 
-/* Request fields captured by default, in capture-bit order (see req_known). */
+/* Request fields captured by default, in capture-bit order (see req_field_off). */
 #define REQ_KNOWN 9u
 
-/* Every name with a meaning here: one table, one pass per header line (a
- * length and a first byte rule out most entries). */
+/* Every name with a meaning here. A header line's name is looked up by its
+ * length and first byte (known_find), then compared once, eight bytes at a
+ * time: no per-byte work beyond finding where the name ends. */
 enum { N_SECRET = 1, N_REQ_ONLY = 2 };
 typedef struct known_ent {
     name_ent n;
@@ -208,44 +272,97 @@ typedef struct known_ent {
     uint8_t flags;  /* N_* */
 } known_ent;
 
-static const known_ent known[] = {
-    { NE("host"), K_IGNORE, 0, 0 },
-    { NE("user-agent"), K_IGNORE, 1, 0 },
-    { NE("x-datadog-trace-id"), K_IGNORE, 2, 0 },
-    { NE("x-datadog-parent-id"), K_IGNORE, 3, 0 },
-    { NE("x-datadog-sampling-priority"), K_IGNORE, 4, 0 },
-    { NE("x-datadog-origin"), K_IGNORE, 5, 0 },
-    { NE("x-datadog-tags"), K_IGNORE, 6, 0 },
-    { NE("traceparent"), K_IGNORE, 7, 0 },
-    { NE("tracestate"), K_IGNORE, 8, 0 },
-    { NE("content-length"), K_CL, -1, 0 },
-    { NE("transfer-encoding"), K_TE, -1, 0 },
-    { NE("connection"), K_CONN, -1, 0 },
-    { NE("expect"), K_EXPECT, -1, N_REQ_ONLY },
-    /* values never copied (WIRE.md §2), even when extra_names asks */
-    { NE("authorization"), K_IGNORE, -1, N_SECRET },
-    { NE("cookie"), K_IGNORE, -1, N_SECRET },
-    { NE("set-cookie"), K_IGNORE, -1, N_SECRET },
-    { NE("proxy-authorization"), K_IGNORE, -1, N_SECRET },
+enum {
+    KN_HOST, KN_USER_AGENT, KN_DD_TRACE_ID, KN_DD_PARENT_ID, KN_DD_PRIORITY, KN_DD_ORIGIN,
+    KN_DD_TAGS, KN_TRACEPARENT, KN_TRACESTATE, KN_CL, KN_TE, KN_CONN, KN_EXPECT,
+    KN_AUTHORIZATION, KN_COOKIE, KN_SET_COOKIE, KN_PROXY_AUTHORIZATION, KN_COUNT
 };
 
-static inline int name_eq(const char *scratch, uint16_t len, const name_ent *e)
+/* Names are lowercase letters and '-' only: known_eq relies on it. */
+static const known_ent known[KN_COUNT] = {
+    [KN_HOST] = { NE("host"), K_IGNORE, 0, 0 },
+    [KN_USER_AGENT] = { NE("user-agent"), K_IGNORE, 1, 0 },
+    [KN_DD_TRACE_ID] = { NE("x-datadog-trace-id"), K_IGNORE, 2, 0 },
+    [KN_DD_PARENT_ID] = { NE("x-datadog-parent-id"), K_IGNORE, 3, 0 },
+    [KN_DD_PRIORITY] = { NE("x-datadog-sampling-priority"), K_IGNORE, 4, 0 },
+    [KN_DD_ORIGIN] = { NE("x-datadog-origin"), K_IGNORE, 5, 0 },
+    [KN_DD_TAGS] = { NE("x-datadog-tags"), K_IGNORE, 6, 0 },
+    [KN_TRACEPARENT] = { NE("traceparent"), K_IGNORE, 7, 0 },
+    [KN_TRACESTATE] = { NE("tracestate"), K_IGNORE, 8, 0 },
+    [KN_CL] = { NE("content-length"), K_CL, -1, 0 },
+    [KN_TE] = { NE("transfer-encoding"), K_TE, -1, 0 },
+    [KN_CONN] = { NE("connection"), K_CONN, -1, 0 },
+    [KN_EXPECT] = { NE("expect"), K_EXPECT, -1, N_REQ_ONLY },
+    /* values never copied (WIRE.md §2), even when extra_names asks */
+    [KN_AUTHORIZATION] = { NE("authorization"), K_IGNORE, -1, N_SECRET },
+    [KN_COOKIE] = { NE("cookie"), K_IGNORE, -1, N_SECRET },
+    [KN_SET_COOKIE] = { NE("set-cookie"), K_IGNORE, -1, N_SECRET },
+    [KN_PROXY_AUTHORIZATION] = { NE("proxy-authorization"), K_IGNORE, -1, N_SECRET },
+};
+
+static inline uint64_t ld64(const void *p)
 {
-    if (len != e->len || scratch[0] != e->s[0])
-        return 0;
-    for (uint16_t i = 0; i < len; i++)
-        if (scratch[i] != e->s[i])
+    uint64_t x;
+    __builtin_memcpy(&x, p, 8);
+    return x;
+}
+
+static inline uint32_t ld32(const void *p)
+{
+    uint32_t x;
+    __builtin_memcpy(&x, p, 4);
+    return x;
+}
+
+/* s[0..n) (token bytes, any case) equals lit (lowercase letters and '-', n
+ * bytes, n >= 4), case-insensitively. OR-ing 0x20 into a token byte gives a
+ * lowercase letter only for that letter in either case, and '-' only for '-'
+ * (the other byte that does, CR, is not a token byte), so one OR per word is
+ * an exact case-insensitive compare here. Loads stay inside s[0..n). */
+static inline int known_eq(const uint8_t *s, const char *lit, unsigned n)
+{
+    if (n < 8)
+        return (ld32(s) | 0x20202020u) == ld32(lit) &&
+               (ld32(s + n - 4) | 0x20202020u) == ld32(lit + n - 4);
+    unsigned i = 0;
+    for (; i + 8 < n; i += 8)
+        if ((ld64(s + i) | ONES * 0x20) != ld64(lit + i))
             return 0;
-    return 1;
+    return (ld64(s + n - 8) | ONES * 0x20) == ld64(lit + n - 8);
+}
+
+/* The known[] entry named s[0..n) (token bytes, any case, n <= SCRATCH_CAP),
+ * or -1. At most one candidate per (length, first byte). */
+static inline int known_find(const uint8_t *s, unsigned n)
+{
+    uint8_t c = (uint8_t)(s[0] | 0x20);
+    int k;
+    switch (n) {
+    case 4: k = KN_HOST; break;
+    case 6: k = c == 'e' ? KN_EXPECT : KN_COOKIE; break;
+    case 10:
+        k = c == 'u' ? KN_USER_AGENT : c == 'c' ? KN_CONN : c == 's' ? KN_SET_COOKIE : KN_TRACESTATE;
+        break;
+    case 11: k = KN_TRACEPARENT; break;
+    case 13: k = KN_AUTHORIZATION; break;
+    case 14: k = c == 'x' ? KN_DD_TAGS : KN_CL; break;
+    case 16: k = KN_DD_ORIGIN; break;
+    case 17: k = KN_TE; break;
+    case 18: k = KN_DD_TRACE_ID; break;
+    case 19: k = c == 'x' ? KN_DD_PARENT_ID : KN_PROXY_AUTHORIZATION; break;
+    case 27: k = KN_DD_PRIORITY; break;
+    default: return -1;
+    }
+    return known_eq(s, known[k].n.s, n) ? k : -1;
 }
 
 /* Configured names are untrusted in case only: compare case-insensitively and
  * read at most len + 1 bytes of them (never past their NUL). */
-static int name_eq_cfg(const char *scratch, uint16_t len, const char *cfg)
+static int name_eq_cfg(const uint8_t *s, uint32_t len, const char *cfg)
 {
-    for (uint16_t i = 0; i < len; i++) {
+    for (uint32_t i = 0; i < len; i++) {
         uint8_t c = (uint8_t)cfg[i];
-        if (c == 0 || lower(c) != (uint8_t)scratch[i])
+        if (c == 0 || lower(c) != lower(s[i]))
             return 0;
     }
     return cfg[len] == 0;
@@ -269,33 +386,34 @@ typedef struct hp {
     const char *const *extra_names;
     http_req *req;   /* exactly one of req / resp */
     http_resp *resp;
+    char *base;      /* the parser struct, for field_of */
+    const uint16_t *field_off;
+    uint32_t *present_mask;
 } hp;
 
-static http_field *req_known(http_req *p, unsigned i)
-{
-    switch (i) {
-    case 0: return &p->host;
-    case 1: return &p->user_agent;
-    case 2: return &p->dd_trace_id;
-    case 3: return &p->dd_parent_id;
-    case 4: return &p->dd_sampling_priority;
-    case 5: return &p->dd_origin;
-    case 6: return &p->dd_tags;
-    case 7: return &p->traceparent;
-    default: return &p->tracestate;
-    }
-}
+/* Capture bit b -> the field's offset in its parser: request bits
+ * 0..REQ_KNOWN-1 are the default fields (known[].bit), the next HTTP_MAX_EXTRA
+ * bits the extras; responses only have extras, from bit 0. */
+#define OFF(t, m) ((uint16_t)__builtin_offsetof(t, m))
+static const uint16_t req_field_off[REQ_KNOWN + HTTP_MAX_EXTRA] = {
+    OFF(http_req, host), OFF(http_req, user_agent), OFF(http_req, dd_trace_id),
+    OFF(http_req, dd_parent_id), OFF(http_req, dd_sampling_priority), OFF(http_req, dd_origin),
+    OFF(http_req, dd_tags), OFF(http_req, traceparent), OFF(http_req, tracestate),
+    OFF(http_req, extra[0]), OFF(http_req, extra[1]), OFF(http_req, extra[2]),
+    OFF(http_req, extra[3]), OFF(http_req, extra[4]), OFF(http_req, extra[5]),
+    OFF(http_req, extra[6]), OFF(http_req, extra[7]),
+};
+static const uint16_t resp_field_off[HTTP_MAX_EXTRA] = {
+    OFF(http_resp, extra[0]), OFF(http_resp, extra[1]), OFF(http_resp, extra[2]),
+    OFF(http_resp, extra[3]), OFF(http_resp, extra[4]), OFF(http_resp, extra[5]),
+    OFF(http_resp, extra[6]), OFF(http_resp, extra[7]),
+};
+#undef OFF
+_Static_assert(sizeof(http_req) < 65536, "field offsets are 16-bit");
 
-/* Capture bit b: request bits 0..REQ_KNOWN-1 are the default fields, the next
- * HTTP_MAX_EXTRA bits the extras; responses only have extras, from bit 0. */
-static http_field *field_of(const hp *h, unsigned b)
+static inline http_field *field_of(const hp *h, unsigned b)
 {
-    if (h->req) {
-        if (b < REQ_KNOWN)
-            return req_known(h->req, b);
-        return &h->extra[b - REQ_KNOWN];
-    }
-    return &h->extra[b];
+    return (http_field *)(h->base + h->field_off[b]);
 }
 
 static void field_clear(http_field *f)
@@ -308,41 +426,62 @@ static void field_clear(http_field *f)
 
 /* ---- header lines ----------------------------------------------------------- */
 
-/* At the colon: what this header means for framing, and which fields keep
- * its value. */
-static void header_classify(hp *h)
+/* header_classify for a name that may mean something: k is its known[] entry
+ * or -1 (then extra names are configured). */
+__attribute__((noinline)) static void header_match(hp *h, const uint8_t *s, uint32_t n, int k)
+{
+    uint32_t kind = K_IGNORE, mask = 0;
+
+    if (k >= 0) {
+        const known_ent *e = &known[k];
+        if (e->flags & N_SECRET)
+            return;
+        if (!(e->flags & N_REQ_ONLY) || h->req)
+            kind = e->kind;
+        if (e->bit >= 0 && h->req)
+            mask = 1u << e->bit;
+    }
+    if (h->extra_names[0]) {
+        unsigned base = h->req ? REQ_KNOWN : 0;
+        for (unsigned i = 0; i < HTTP_MAX_EXTRA && h->extra_names[i]; i++)
+            if (name_eq_cfg(s, n, h->extra_names[i]))
+                mask |= 1u << (base + i);
+    }
+    for (uint32_t m = mask; m; m &= m - 1)
+        field_of(h, (unsigned)__builtin_ctz(m))->present = 1;
+    *h->present_mask |= mask;
+    h->st[ST_KIND] = kind;
+    h->st[ST_MASK] = mask;
+}
+
+/* At the colon: what the header named s[0..n) means for framing, and which
+ * fields keep its value. n is at most SCRATCH_CAP + 1 (too long to match).
+ * Most names mean nothing here: a length and a first byte say so. */
+static inline void header_classify(hp *h, const uint8_t *s, uint32_t n)
 {
     uint32_t *st = h->st;
-    uint16_t n = *h->scratch_len;
-    const char *s = h->scratch;
-    uint32_t kind = K_IGNORE, mask = 0;
 
     st[ST_SUB] = 0;
     st[ST_VPOS] = 0;
     st[ST_VTRIM] = 0;
+    st[ST_KIND] = K_IGNORE;
+    st[ST_MASK] = 0;
     if ((st[ST_FLAGS] & F_TRAILER) || n > SCRATCH_CAP)
-        goto out;
-    for (unsigned i = 0; i < sizeof known / sizeof known[0]; i++) {
-        const known_ent *k = &known[i];
-        if (!name_eq(s, n, &k->n))
-            continue;
-        if (k->flags & N_SECRET)
-            goto out;
-        if (!(k->flags & N_REQ_ONLY) || h->req)
-            kind = k->kind;
-        if (k->bit >= 0 && h->req)
-            mask = 1u << k->bit;
-        break;
-    }
-    unsigned base = h->req ? REQ_KNOWN : 0;
-    for (unsigned i = 0; i < HTTP_MAX_EXTRA && h->extra_names[i]; i++)
-        if (name_eq_cfg(s, n, h->extra_names[i]))
-            mask |= 1u << (base + i);
-    for (uint32_t m = mask; m; m &= m - 1)
-        field_of(h, (unsigned)__builtin_ctz(m))->present = 1;
-out:
-    st[ST_KIND] = kind;
-    st[ST_MASK] = mask;
+        return;
+    int k = known_find(s, n);
+    if (k >= 0 || h->extra_names[0])
+        header_match(h, s, n, k);
+}
+
+/* A name cut by the end of the input: keep its first SCRATCH_CAP bytes for
+ * header_classify (n0 of them are there already). */
+static void name_save(hp *h, uint32_t n0, const uint8_t *d, size_t k)
+{
+    if (n0 >= SCRATCH_CAP)
+        return;
+    if (k > SCRATCH_CAP - n0)
+        k = SCRATCH_CAP - n0;
+    __builtin_memcpy(h->scratch + n0, d, k);
 }
 
 /* Token-list matcher packed in st[ST_SUB]: bits 0-7 position in the element,
@@ -396,7 +535,7 @@ static void tm_finish(hp *h)
     }
 }
 
-static void tm_byte(hp *h, uint8_t c)
+__attribute__((noinline)) static void tm_byte(hp *h, uint8_t c)
 {
     uint32_t sub = h->st[ST_SUB];
     if (c == ',') {
@@ -478,12 +617,45 @@ static void capture_run(hp *h, const uint8_t *d, uint32_t n, uint32_t vpos)
                 f->v[base + 1] = ' ';
         }
         uint32_t at = base + sep + vpos;
-        for (uint32_t k = 0; k < n && at + k < FIELD_CAP; k++)
-            f->v[at + k] = (char)d[k];
+        if (at < FIELD_CAP)
+            __builtin_memcpy(f->v + at, d, n < FIELD_CAP - at ? n : FIELD_CAP - at);
     }
 }
 
-static int header_end(hp *h)
+/* Value bytes d[a..i) (one run: no line end inside) of a header that
+ * matters (st[ST_KIND] != K_IGNORE or st[ST_MASK]): copy them into the
+ * capturing fields and parse them for framing. -1: not valid HTTP. */
+__attribute__((noinline)) static int value_run(hp *h, const uint8_t *d, size_t a, size_t i)
+{
+    uint32_t *st = h->st;
+    /* trailing OWS of this run is only kept if more value follows */
+    size_t j = i;
+    while (j > a && (d[j - 1] == ' ' || d[j - 1] == '\t'))
+        j--;
+    uint32_t vpos = st[ST_VPOS] + (uint32_t)(i - a), vtrim = st[ST_VTRIM];
+    if (j > a)
+        vtrim = st[ST_VPOS] + (uint32_t)(j - a);
+    if (st[ST_MASK])
+        capture_run(h, d + a, (uint32_t)(i - a), st[ST_VPOS]);
+    switch (st[ST_KIND]) {
+    case K_CL:
+        for (size_t k = a; k < i; k++)
+            if (cl_byte(h, d[k]) < 0)
+                return -1;
+        break;
+    case K_TE:
+    case K_CONN:
+    case K_EXPECT:
+        for (size_t k = a; k < i; k++)
+            tm_byte(h, d[k]);
+        break;
+    }
+    st[ST_VPOS] = vpos;
+    st[ST_VTRIM] = vtrim;
+    return 0;
+}
+
+__attribute__((noinline)) static int header_end(hp *h)
 {
     uint32_t *st = h->st, vtrim = st[ST_VTRIM];
     for (uint32_t m = st[ST_MASK]; m; m &= m - 1) {
@@ -516,7 +688,7 @@ static int header_end(hp *h)
 }
 
 /* The empty line after the head: decide the framing. Returns the events. */
-static int head_end(hp *h)
+__attribute__((noinline)) static int head_end(hp *h)
 {
     uint32_t *st = h->st, fl = st[ST_FLAGS];
     int close = (fl & F_CLOSE) || (*h->version_minor == 0 && !(fl & F_KEEPALIVE));
@@ -579,12 +751,13 @@ static uint32_t region_cap(uint32_t s)
     return 0;
 }
 
-static int run(hp *h, const uint8_t *d, size_t len, size_t *used)
+__attribute__((noinline)) static int run(hp *h, const uint8_t *d, size_t len, size_t *used)
 {
     uint32_t *st = h->st;
     uint32_t s = st[ST_STATE];
     uint32_t hb = *h->head_bytes; /* a local: stored once per call */
     size_t i = 0;
+    uint32_t n0; /* P_NAME: bytes of the name before this input */
     int ev = 0;
 
     if (s == P_ERROR) {
@@ -608,6 +781,8 @@ static int run(hp *h, const uint8_t *d, size_t len, size_t *used)
         }
         uint8_t c = d[i];
         switch (s) {
+        /* The head's states fall through into each other while input lasts
+         * (they share one region, so lim holds for all of them). */
         case P_START:
             if (c == '\r' || c == '\n') {
                 if (++st[ST_AUX] > LEAD_MAX)
@@ -620,21 +795,14 @@ static int run(hp *h, const uint8_t *d, size_t len, size_t *used)
                 break;
             }
             st[ST_AUX] = 0;
-            if (h->req) {
-                if (!(cls[c] & C_TCHAR))
-                    goto fail;
-                s = P_METHOD;
-            } else {
+            if (!h->req) {
                 s = P_SVER;
+                goto version;
             }
-            break;
-
-        case P_CR:
-            if (c != '\n')
+            if (!(cls[c] & C_TCHAR))
                 goto fail;
-            s = st[ST_RET]; /* that state consumes the LF as a line end */
-            st[ST_RET] = 0; /* same state whether or not a split fell here */
-            break;
+            s = P_METHOD;
+            __attribute__((fallthrough));
 
         case P_METHOD: {
             http_req *r = h->req;
@@ -662,37 +830,45 @@ static int run(hp *h, const uint8_t *d, size_t len, size_t *used)
             r->method[r->method_len] = 0; /* terminated even on error */
             if (bad)
                 goto fail;
-            break;
+            if (s != P_TARGET0 || i >= lim)
+                break;
+            c = d[i];
         }
+            __attribute__((fallthrough));
 
         case P_TARGET0:
             if (!(cls[c] & C_TARGET))
                 goto fail;
             s = P_TARGET;
-            break;
+            __attribute__((fallthrough));
 
         case P_TARGET: {
             http_req *r = h->req;
             size_t a = i;
             i = scan(d, i, lim, 0x21, C_TARGET);
-            size_t k = a;
-            for (; k < i && r->target_len < TARGET_CAP; k++)
-                r->target[r->target_len++] = (char)d[k];
-            if (k < i)
+            size_t k = i - a, room = TARGET_CAP - r->target_len;
+            if (k > room) {
+                k = room;
                 r->target_truncated = 1; /* keep parsing: the span still counts */
-            r->target[r->target_len] = 0;
-            if (i < lim) {
-                if (d[i] != ' ')
-                    goto fail;
-                i++;
-                st[ST_AUX] = 0;
-                s = P_RVER;
             }
-            break;
+            __builtin_memcpy(r->target + r->target_len, d + a, k);
+            r->target_len = (uint16_t)(r->target_len + k);
+            r->target[r->target_len] = 0;
+            if (i >= lim)
+                break;
+            if (d[i] != ' ')
+                goto fail;
+            i++;
+            st[ST_AUX] = 0;
+            s = P_RVER;
+            if (i >= lim)
+                break;
         }
+            __attribute__((fallthrough));
 
         case P_RVER:
         case P_SVER:
+        version:
             while (i < lim) {
                 uint32_t k = st[ST_AUX];
                 c = d[i];
@@ -729,7 +905,11 @@ static int run(hp *h, const uint8_t *d, size_t len, size_t *used)
                 st[ST_AUX] = k + 1;
                 i++;
             }
-            break;
+            if (s == P_LINE_START)
+                goto next_line;
+            if (s != P_CODE)
+                break;
+            __attribute__((fallthrough));
 
         case P_CODE:
             while (i < lim) {
@@ -743,19 +923,22 @@ static int run(hp *h, const uint8_t *d, size_t len, size_t *used)
                     break;
                 }
             }
-            break;
+            if (s != P_CODE_END || i >= lim)
+                break;
+            c = d[i];
+            __attribute__((fallthrough));
 
         case P_CODE_END:
             /* "HTTP/1.1 200\r\n" without a reason phrase is common enough */
             if (c == ' ') {
                 i++;
-                s = P_REASON;
-            } else if (c == '\r' || c == '\n') {
-                s = P_REASON;
-            } else {
+            } else if (c != '\r' && c != '\n') {
                 goto fail;
             }
-            break;
+            s = P_REASON;
+            if (i >= lim)
+                break;
+            __attribute__((fallthrough));
 
         case P_REASON:
             i = scan(d, i, lim, 0x20, C_VALUE);
@@ -773,7 +956,13 @@ static int run(hp *h, const uint8_t *d, size_t len, size_t *used)
                     goto fail;
                 }
             }
-            break;
+            if (s != P_LINE_START)
+                break;
+        next_line:
+            if (i >= lim)
+                break;
+            c = d[i];
+            __attribute__((fallthrough));
 
         case P_LINE_START:
         line_start:
@@ -806,26 +995,40 @@ static int run(hp *h, const uint8_t *d, size_t len, size_t *used)
              * header): refused, as RFC 9112 §5.2 allows. */
             if (!(cls[c] & C_TCHAR))
                 goto fail;
-            *h->scratch_len = 0;
             s = P_NAME;
-            __attribute__((fallthrough));
+            n0 = 0;
+            goto name;
 
-        case P_NAME: {
-            uint16_t n = *h->scratch_len;
-            while (i < lim && (cls[d[i]] & C_TCHAR)) {
-                if (n < SCRATCH_CAP)
-                    h->scratch[n] = (char)lower(d[i]);
-                if (n <= SCRATCH_CAP)
-                    n++; /* SCRATCH_CAP + 1 marks "too long to match" */
+        case P_NAME:
+            n0 = *h->scratch_len;
+        name: {
+            /* Find the colon (four table lookups per step: names are short
+             * runs of letters), then look the name up where it lies; only a
+             * name cut by the end of the input is kept in scratch. */
+            size_t a = i;
+            while (lim - i >= 4 &&
+                   (cls[d[i]] & cls[d[i + 1]] & cls[d[i + 2]] & cls[d[i + 3]] & C_TCHAR))
+                i += 4;
+            while (i < lim && (cls[d[i]] & C_TCHAR))
                 i++;
-            }
-            *h->scratch_len = n;
-            if (i >= lim)
+            size_t k = i - a;
+            /* SCRATCH_CAP + 1 marks "too long to match" */
+            uint32_t n = k > SCRATCH_CAP + 1u - n0 ? SCRATCH_CAP + 1u : n0 + (uint32_t)k;
+            if (i >= lim) {
+                name_save(h, n0, d + a, k);
+                *h->scratch_len = (uint16_t)n;
                 break;
+            }
             if (d[i] != ':')
                 goto fail; /* includes SP before the colon (RFC 9112 §5.1) */
             i++;
-            header_classify(h);
+            const uint8_t *nm = d + a;
+            if (n0) {
+                name_save(h, n0, d + a, k);
+                nm = (const uint8_t *)h->scratch;
+            }
+            *h->scratch_len = (uint16_t)n;
+            header_classify(h, nm, n);
             s = P_VAL_OWS;
         }
             __attribute__((fallthrough));
@@ -842,32 +1045,8 @@ static int run(hp *h, const uint8_t *d, size_t len, size_t *used)
             size_t a = i;
             i = scan(d, i, lim, 0x20, C_VALUE);
             /* most headers are only validated: nothing kept, nothing parsed */
-            if (i > a && (st[ST_KIND] != K_IGNORE || st[ST_MASK])) {
-                /* trailing OWS of this run is only kept if more value follows */
-                size_t j = i;
-                while (j > a && (d[j - 1] == ' ' || d[j - 1] == '\t'))
-                    j--;
-                uint32_t vpos = st[ST_VPOS] + (uint32_t)(i - a), vtrim = st[ST_VTRIM];
-                if (j > a)
-                    vtrim = st[ST_VPOS] + (uint32_t)(j - a);
-                if (st[ST_MASK])
-                    capture_run(h, d + a, (uint32_t)(i - a), st[ST_VPOS]);
-                switch (st[ST_KIND]) {
-                case K_CL:
-                    for (size_t k = a; k < i; k++)
-                        if (cl_byte(h, d[k]) < 0)
-                            goto fail;
-                    break;
-                case K_TE:
-                case K_CONN:
-                case K_EXPECT:
-                    for (size_t k = a; k < i; k++)
-                        tm_byte(h, d[k]);
-                    break;
-                }
-                st[ST_VPOS] = vpos;
-                st[ST_VTRIM] = vtrim;
-            }
+            if (i > a && (st[ST_KIND] != K_IGNORE || st[ST_MASK]) && value_run(h, d, a, i) < 0)
+                goto fail;
             if (i >= lim)
                 break;
             c = d[i++];
@@ -881,7 +1060,8 @@ static int run(hp *h, const uint8_t *d, size_t len, size_t *used)
             } else if (c != '\n') {
                 goto fail; /* NUL, bare control bytes */
             }
-            if (header_end(h) < 0)
+            /* an ignored header leaves nothing to finish (st[ST_SUB] is 0) */
+            if ((st[ST_KIND] != K_IGNORE || st[ST_MASK]) && header_end(h) < 0)
                 goto fail;
             s = P_LINE_START;
             if (i >= lim)
@@ -889,6 +1069,13 @@ static int run(hp *h, const uint8_t *d, size_t len, size_t *used)
             c = d[i];
             goto line_start; /* next header line, same region: no round trip */
         }
+
+        case P_CR:
+            if (c != '\n')
+                goto fail;
+            s = st[ST_RET]; /* that state consumes the LF as a line end */
+            st[ST_RET] = 0; /* same state whether or not a split fell here */
+            break;
 
         case P_CSIZE:
             while (i < lim) {
@@ -1010,6 +1197,281 @@ fail:
     return ev | HTTP_P_ERROR;
 }
 
+/* ---- the common case in one pass ------------------------------------------
+ * A head that arrives whole in one read (nearly every request and response)
+ * is parsed here, line by line, by short straight-line code. The hooks run
+ * right after a system call, with cold caches: the instruction-cache lines a
+ * request touches cost more than its instructions, and run() spreads one
+ * head over most of its 8 KB. Each line is first checked complete and
+ * ordinary, then applied with the helpers run() uses (header_classify,
+ * value_run, header_end, head_end), so fast() only ever stops at the start of
+ * a line, in exactly the state run() reaches after the same bytes; run()
+ * takes over there for everything else (a line cut by the end of the input,
+ * leading CR/LF, trailers, chunked bodies, anything invalid, the
+ * HTTP_MAX_HEAD bound). The split-equivalence tests compare the two: a
+ * one-shot feed goes through here, a byte-by-byte feed never does. */
+
+/* Just past the line end (CRLF or LF) at d[i], or 0 when there is none
+ * complete below lim. */
+static inline size_t line_end(const uint8_t *d, size_t i, size_t lim)
+{
+    if (lim - i >= 2 && d[i] == '\r' && d[i + 1] == '\n')
+        return i + 2;
+    if (i < lim && d[i] == '\n')
+        return i + 1;
+    return 0;
+}
+
+static inline int is_digit(uint8_t c)
+{
+    return (uint8_t)(c - '0') <= 9;
+}
+
+/* The end of the header name at d[i..lim): the first byte that is not a
+ * token byte. Without SIMD, four table lookups per step (names are short
+ * runs of letters; eight-byte SWAR tests cost as much: x86 has no 64-bit
+ * immediates, and a name is one or two words). */
+static inline size_t name_end(const uint8_t *d, size_t i, size_t lim)
+{
+#ifdef HAVE_SIMD
+    while (lim - i >= 16) {
+        unsigned m = name_stop16(d + i);
+        if (!m) {
+            i += 16;
+            continue;
+        }
+        i += (size_t)__builtin_ctz(m);
+        if (!(cls[d[i]] & C_TCHAR))
+            return i; /* usually the colon */
+        i++;          /* '_', '.', ... */
+    }
+#endif
+    while (lim - i >= 4 && (cls[d[i]] & cls[d[i + 1]] & cls[d[i + 2]] & cls[d[i + 3]] & C_TCHAR))
+        i += 4;
+    while (i < lim && (cls[d[i]] & C_TCHAR))
+        i++;
+    return i;
+}
+
+/* The request line at d[0..lim), applied; its end, or 0 (nothing done). */
+static size_t fast_request_line(hp *h, const uint8_t *d, size_t lim)
+{
+    http_req *r = h->req;
+    size_t m = 0;
+    while (m < lim && m <= METHOD_CAP && (cls[d[m]] & C_TCHAR))
+        m++;
+    if (m == 0 || m > METHOD_CAP || m >= lim || d[m] != ' ')
+        return 0;
+    size_t t = m + 1;
+    if (t >= lim || !(cls[d[t]] & C_TARGET))
+        return 0;
+    size_t te = scan(d, t, lim, 0x21, C_TARGET), v = te + 1, e;
+    if (te >= lim || d[te] != ' ' || lim - v < 9 || __builtin_memcmp(d + v, "HTTP/1.", 7) != 0 ||
+        !is_digit(d[v + 7]) || !(e = line_end(d, v + 8, lim)))
+        return 0;
+    __builtin_memcpy(r->method, d, m);
+    r->method[m] = 0;
+    r->method_len = (uint8_t)m;
+    size_t k = te - t;
+    if (k > TARGET_CAP) {
+        k = TARGET_CAP;
+        r->target_truncated = 1;
+    }
+    __builtin_memcpy(r->target, d + t, k);
+    r->target[k] = 0;
+    r->target_len = (uint16_t)k;
+    r->version_minor = (uint8_t)(d[v + 7] - '0');
+    h->st[ST_AUX] = 8; /* as P_RVER leaves it */
+    return e;
+}
+
+/* The status line at d[0..lim), applied; its end, or 0 (nothing done). */
+static size_t fast_status_line(hp *h, const uint8_t *d, size_t lim)
+{
+    size_t p = 12, e;
+    if (lim < 13 || __builtin_memcmp(d, "HTTP/1.", 7) != 0 || !is_digit(d[7]) || d[8] != ' ' ||
+        d[9] < '1' || d[9] > '5' || !is_digit(d[10]) || !is_digit(d[11]))
+        return 0;
+    if (d[p] == ' ')
+        p++;
+    else if (d[p] != '\r' && d[p] != '\n')
+        return 0;
+    if (!(e = line_end(d, scan(d, p, lim, 0x20, C_VALUE), lim)))
+        return 0;
+    h->resp->version_minor = (uint8_t)(d[7] - '0');
+    h->resp->status = (d[9] - '0') * 100 + (d[10] - '0') * 10 + (d[11] - '0');
+    h->st[ST_AUX] = 3; /* as P_CODE leaves it */
+    return e;
+}
+
+/* A complete header line whose name (s[0..n), known[] entry k or -1) may
+ * matter, value d[v..ve) (after the OWS): what header_classify + value_run +
+ * header_end do, with the commonest cases in short: the first value of a
+ * captured request field, and a plain Content-Length. st[ST_SUB, VPOS, VTRIM,
+ * KIND, MASK] are 0 on entry. -1: not valid HTTP. */
+static int fast_value(hp *h, const uint8_t *s, uint32_t n, int k, const uint8_t *d, size_t v, size_t ve)
+{
+    uint32_t *st = h->st;
+    if (k >= 0 && !h->extra_names[0]) {
+        const known_ent *e = &known[k];
+        int bit = h->req ? e->bit : -1;
+        uint32_t kind = (e->flags & N_REQ_ONLY) && !h->req ? (uint32_t)K_IGNORE : e->kind;
+        if ((e->flags & N_SECRET) || (bit < 0 && kind == K_IGNORE))
+            return 0; /* nothing to keep */
+        if (bit >= 0) {
+            http_field *f = field_of(h, (unsigned)bit);
+            if (!f->present) { /* then f->len is 0: nothing to append to */
+                f->present = 1;
+                *h->present_mask |= 1u << bit;
+                uint32_t vpos = 0, vtrim = 0;
+                if (ve > v) {
+                    size_t j = ve;
+                    while (j > v && (d[j - 1] == ' ' || d[j - 1] == '\t'))
+                        j--;
+                    vpos = (uint32_t)(ve - v);
+                    vtrim = (uint32_t)(j - v);
+                    __builtin_memcpy(f->v, d + v, vpos < FIELD_CAP ? vpos : FIELD_CAP);
+                }
+                if (vtrim > FIELD_CAP) {
+                    f->len = FIELD_CAP;
+                    f->truncated = 1;
+                } else {
+                    f->len = (uint16_t)vtrim;
+                }
+                f->v[f->len] = 0;
+                st[ST_VPOS] = vpos;
+                st[ST_VTRIM] = vtrim;
+                return 0;
+            }
+        } else if (kind == K_CL && *h->content_length < 0 && ve > v && ve - v <= 18) {
+            uint64_t x = 0; /* 18 digits stay below CL_MAX */
+            size_t p = v;
+            for (; p < ve && is_digit(d[p]); p++)
+                x = x * 10 + (uint64_t)(d[p] - '0');
+            if (p == ve) {
+                *h->remaining = x;
+                *h->content_length = (int64_t)x;
+                st[ST_VPOS] = st[ST_VTRIM] = (uint32_t)(ve - v);
+                return 0;
+            }
+        }
+    }
+    header_match(h, s, n, k);
+    if (st[ST_KIND] != K_IGNORE || st[ST_MASK])
+        if ((ve > v && value_run(h, d, v, ve) < 0) || header_end(h) < 0)
+            return -1;
+    return 0;
+}
+
+/* Called in P_START or P_LINE_START. Returns the events; *ip: the bytes
+ * consumed (len after an error, as run() reports it). */
+static int fast(hp *h, const uint8_t *d, size_t len, size_t *ip)
+{
+    uint32_t *st = h->st;
+    uint32_t s = st[ST_STATE], hb = *h->head_bytes;
+    size_t i = 0, lim = len, e;
+    int ev = 0;
+
+    if (len > HTTP_MAX_HEAD - hb)
+        lim = HTTP_MAX_HEAD - hb;
+    if (s == P_START) {
+        i = h->req ? fast_request_line(h, d, lim) : fast_status_line(h, d, lim);
+        if (!i)
+            goto out;
+        s = P_LINE_START;
+    }
+    if (st[ST_FLAGS] & F_TRAILER)
+        goto out;
+    for (;;) {
+        if (i >= lim)
+            goto out;
+        uint8_t c = d[i];
+        if (c == '\r' || c == '\n') {
+            if (!(e = line_end(d, i, lim)))
+                goto out;
+            i = e;
+            st[ST_STATE] = P_LINE_START; /* head_end sets the next state */
+            int x = head_end(h);
+            if (x & HTTP_P_ERROR)
+                goto fail;
+            ev |= x;
+            s = st[ST_STATE];
+            hb = 0; /* the head's region is over */
+            if (s == P_BODY_LEN) {
+                uint64_t n = len - i;
+                if (n > *h->remaining)
+                    n = *h->remaining;
+                i += (size_t)n;
+                *h->remaining -= n;
+                if (*h->remaining == 0) {
+                    s = P_DONE;
+                    ev |= HTTP_P_DONE;
+                }
+            }
+            st[ST_STATE] = s;
+            *h->head_bytes = 0;
+            *ip = i;
+            return ev;
+        }
+        /* name, ':', OWS, value, line end: all here, or run() does it */
+        size_t a = i, ne = name_end(d, i, lim);
+        if (ne == a || ne >= lim || d[ne] != ':')
+            goto out;
+        size_t v = ne + 1;
+        if (v < lim && d[v] == ' ')
+            v++; /* the usual single space */
+        while (v < lim && (d[v] == ' ' || d[v] == '\t'))
+            v++;
+        size_t ve = scan(d, v, lim, 0x20, C_VALUE);
+        if (!(e = line_end(d, ve, lim)))
+            goto out;
+        uint32_t n = ne - a > SCRATCH_CAP ? SCRATCH_CAP + 1u : (uint32_t)(ne - a);
+        *h->scratch_len = (uint16_t)n;
+        /* as header_classify: nothing from an earlier line carries over */
+        st[ST_SUB] = 0;
+        st[ST_VPOS] = 0;
+        st[ST_VTRIM] = 0;
+        st[ST_KIND] = K_IGNORE;
+        st[ST_MASK] = 0;
+        if (n <= SCRATCH_CAP) { /* longer names match nothing */
+            int k = known_find(d + a, n);
+            if ((k >= 0 || h->extra_names[0]) && fast_value(h, d + a, n, k, d, v, ve) < 0)
+                goto fail;
+        }
+        i = e;
+    }
+out:
+    if (i) { /* every byte taken so far is head */
+        st[ST_STATE] = s;
+        *h->head_bytes = hb + (uint32_t)i;
+    }
+    *ip = i;
+    return ev;
+fail:
+    st[ST_STATE] = P_ERROR;
+    *ip = len;
+    return ev | HTTP_P_ERROR;
+}
+
+/* fast() for what it takes, run() for the rest. */
+static int feed(hp *h, const uint8_t *d, size_t len, size_t *used)
+{
+    uint32_t s = h->st[ST_STATE];
+    size_t i = 0, u = 0;
+    int ev = 0;
+    if (s == P_START || s == P_LINE_START) {
+        ev = fast(h, d, len, &i);
+        s = h->st[ST_STATE];
+        if (i == len || s == P_DONE || s == P_ERROR) {
+            *used = (s == P_DONE) ? i : len;
+            return ev;
+        }
+    }
+    ev |= run(h, d + i, len - i, &u);
+    *used = i + u;
+    return ev;
+}
+
 /* ---- public ------------------------------------------------------------------ */
 
 static void view_req(hp *h, http_req *p)
@@ -1027,6 +1489,9 @@ static void view_req(hp *h, http_req *p)
     h->extra_names = p->extra_names;
     h->req = p;
     h->resp = 0;
+    h->base = (char *)p;
+    h->field_off = req_field_off;
+    h->present_mask = &p->present_mask;
 }
 
 static void view_resp(hp *h, http_resp *p)
@@ -1044,6 +1509,9 @@ static void view_resp(hp *h, http_resp *p)
     h->extra_names = p->extra_names;
     h->req = 0;
     h->resp = p;
+    h->base = (char *)p;
+    h->field_off = resp_field_off;
+    h->present_mask = &p->present_mask;
 }
 
 static void state_clear(uint32_t *st)
@@ -1052,9 +1520,7 @@ static void state_clear(uint32_t *st)
         st[i] = 0;
 }
 
-/* Field by field rather than one memset of ~11 KB: this runs once per request
- * on the host's I/O path. */
-void http_req_reset(http_req *p)
+static void req_scalars_reset(http_req *p)
 {
     p->method[0] = 0;
     p->method_len = 0;
@@ -1066,17 +1532,36 @@ void http_req_reset(http_req *p)
     p->chunked = 0;
     p->expect_continue = 0;
     p->conn_close = 0;
-    for (unsigned i = 0; i < REQ_KNOWN; i++)
-        field_clear(req_known(p, i));
-    for (unsigned i = 0; i < HTTP_MAX_EXTRA; i++)
-        field_clear(&p->extra[i]);
+    p->present_mask = 0;
     state_clear(p->st);
     p->remaining = 0;
     p->scratch_len = 0;
     p->head_bytes = 0;
 }
 
-void http_resp_reset(http_resp *p, int is_head)
+/* Field by field rather than one memset of ~11 KB. */
+void http_req_reset(http_req *p)
+{
+    for (unsigned i = 0; i < REQ_KNOWN + HTTP_MAX_EXTRA; i++)
+        field_clear((http_field *)((char *)p + req_field_off[i]));
+    req_scalars_reset(p);
+}
+
+/* Once per request on the host's I/O path: only what the last request set. A
+ * field is only ever written after its bit joined present_mask. */
+void http_req_reuse(http_req *p)
+{
+    for (uint32_t m = p->present_mask; m; m &= m - 1)
+        field_clear((http_field *)((char *)p + req_field_off[__builtin_ctz(m)]));
+    req_scalars_reset(p);
+}
+
+const http_field *http_req_field(const http_req *p, unsigned b)
+{
+    return (const http_field *)((const char *)p + req_field_off[b]);
+}
+
+static void resp_scalars_reset(http_resp *p, int is_head)
 {
     p->status = 0;
     p->version_minor = 0;
@@ -1084,8 +1569,7 @@ void http_resp_reset(http_resp *p, int is_head)
     p->chunked = 0;
     p->conn_close = 0;
     p->body_until_close = 0;
-    for (unsigned i = 0; i < HTTP_MAX_EXTRA; i++)
-        field_clear(&p->extra[i]);
+    p->present_mask = 0;
     state_clear(p->st);
     p->remaining = 0;
     p->scratch_len = 0;
@@ -1093,18 +1577,32 @@ void http_resp_reset(http_resp *p, int is_head)
     p->no_body = is_head ? 1 : 0;
 }
 
+void http_resp_reset(http_resp *p, int is_head)
+{
+    for (unsigned i = 0; i < HTTP_MAX_EXTRA; i++)
+        field_clear(&p->extra[i]);
+    resp_scalars_reset(p, is_head);
+}
+
+void http_resp_reuse(http_resp *p, int is_head)
+{
+    for (uint32_t m = p->present_mask; m; m &= m - 1)
+        field_clear(&p->extra[__builtin_ctz(m)]);
+    resp_scalars_reset(p, is_head);
+}
+
 int http_req_feed(http_req *p, const uint8_t *data, size_t len, size_t *used)
 {
     hp h;
     view_req(&h, p);
-    return run(&h, data, len, used);
+    return feed(&h, data, len, used);
 }
 
 int http_resp_feed(http_resp *p, const uint8_t *data, size_t len, size_t *used)
 {
     hp h;
     view_resp(&h, p);
-    return run(&h, data, len, used);
+    return feed(&h, data, len, used);
 }
 
 int http_resp_skip_body(http_resp *p, uint64_t n)

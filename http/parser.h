@@ -28,35 +28,44 @@ enum {
 #define HTTP_MAX_EXTRA 8
 
 typedef struct http_field {
-    char v[512];
     uint16_t len;
     uint8_t present, truncated;
+    char v[512];                /* len bytes and a NUL */
 } http_field;
 
+/* Layout: what one request touches comes first (scalars, then the parser's
+ * own state), the large buffers after, so that the hooks touch a few cache
+ * lines per request, not one per field. */
 typedef struct http_req {
     /* ---- results, valid after HTTP_P_HEADERS ---- */
     char method[16];
     uint8_t method_len;
     uint8_t version_minor;      /* HTTP/1.0 -> 0, HTTP/1.1 -> 1 */
-    char target[2048];          /* request-target as sent ("/path?query", or absolute-form) */
-    uint16_t target_len;
     uint8_t target_truncated;
-    int64_t content_length;     /* -1 when absent */
     uint8_t chunked;            /* Transfer-Encoding ends with chunked */
     uint8_t expect_continue;    /* Expect: 100-continue */
     uint8_t conn_close;         /* Connection: close (or HTTP/1.0 without keep-alive) */
+    uint16_t target_len;
+    int64_t content_length;     /* -1 when absent */
+    /* fields that are present, by capture bit: bit 0..8 host, user_agent,
+     * dd_trace_id, dd_parent_id, dd_sampling_priority, dd_origin, dd_tags,
+     * traceparent, tracestate (the order of span_rec's strings), bit 9 + i
+     * extra[i] (see http_req_field) */
+    uint32_t present_mask;
+    /* ---- private state ---- */
+    uint32_t st[16];
+    uint64_t remaining;         /* body bytes / chunk bytes left */
+    uint16_t scratch_len;
+    uint32_t head_bytes;        /* bytes of head so far (bounded: HTTP_MAX_HEAD) */
+    char scratch[64];           /* start of a header name cut by the end of a read */
+    /* ---- configuration, set before the first feed (kept by http_req_reset) ---- */
+    const char *extra_names[HTTP_MAX_EXTRA]; /* lowercase names, NULL-terminated or full */
+    /* ---- results: the large buffers ---- */
+    char target[2048];          /* request-target as sent ("/path?query", or absolute-form) */
     http_field host, user_agent;
     http_field dd_trace_id, dd_parent_id, dd_sampling_priority, dd_origin, dd_tags;
     http_field traceparent, tracestate;
     http_field extra[HTTP_MAX_EXTRA];  /* values of the configured extra header names */
-    /* ---- configuration, set before the first feed (kept by http_req_reset) ---- */
-    const char *extra_names[HTTP_MAX_EXTRA]; /* lowercase names, NULL-terminated or full */
-    /* ---- private state ---- */
-    uint32_t st[16];
-    uint64_t remaining;         /* body bytes / chunk bytes left */
-    char scratch[64];           /* header name being matched, chunk-size digits */
-    uint16_t scratch_len;
-    uint32_t head_bytes;        /* bytes of head so far (bounded: HTTP_MAX_HEAD) */
 } http_req;
 
 /* Longest request/response head accepted; longer is HTTP_P_ERROR. */
@@ -65,6 +74,12 @@ typedef struct http_req {
 /* Start (or restart, for the next request on a keep-alive connection) a
  * request parser. Keeps extra_names. */
 void http_req_reset(http_req *p);
+/* The same for a parser that is all zeros or was reset before (and since
+ * changed only by feed): clears only the fields present_mask names, so it
+ * touches a few cache lines instead of every field. */
+void http_req_reuse(http_req *p);
+/* The field of capture bit b (see present_mask), b < 9 + HTTP_MAX_EXTRA. */
+const http_field *http_req_field(const http_req *p, unsigned b);
 
 /* Feed bytes read from the socket. Returns the events of this call; *used
  * receives the bytes consumed: on HTTP_P_DONE it stops right after the end of
@@ -80,19 +95,20 @@ typedef struct http_resp {
     /* ---- results, valid after HTTP_P_HEADERS ---- */
     int status;                 /* 100..599 */
     uint8_t version_minor;
-    int64_t content_length;     /* -1 when absent */
     uint8_t chunked;
     uint8_t conn_close;
     uint8_t body_until_close;   /* no length, not chunked, body allowed: ends at close */
-    http_field extra[HTTP_MAX_EXTRA];
-    const char *extra_names[HTTP_MAX_EXTRA];
+    int64_t content_length;     /* -1 when absent */
+    uint32_t present_mask;      /* bit i: extra[i] is present */
     /* ---- private state ---- */
+    uint8_t no_body;            /* set by http_resp_reset: HEAD request */
     uint32_t st[16];
     uint64_t remaining;
-    char scratch[64];
     uint16_t scratch_len;
     uint32_t head_bytes;
-    uint8_t no_body;            /* set by http_resp_reset: HEAD request */
+    char scratch[64];
+    const char *extra_names[HTTP_MAX_EXTRA];
+    http_field extra[HTTP_MAX_EXTRA];
 } http_resp;
 
 /* Start a response parser for the response to a request whose method was
@@ -100,6 +116,8 @@ typedef struct http_resp {
  * never have a body. A 1xx response is reported as HTTP_P_HEADERS|HTTP_P_DONE
  * with status < 200: the caller resets and waits for the final response. */
 void http_resp_reset(http_resp *p, int is_head);
+/* As http_req_reuse. */
+void http_resp_reuse(http_resp *p, int is_head);
 
 /* Feed bytes written to the socket; same contract as http_req_feed. For a body
  * delimited by close, HTTP_P_DONE never comes: the caller ends it at close. */

@@ -273,6 +273,29 @@ int main(void)
         ok(ev == (HTTP_P_HEADERS | HTTP_P_DONE), "response parser ignores request-only headers");
     }
 
+    /* ---- header names: every known one in any case, near misses (same
+     * length and first letter), token bytes beyond letters and '-' ---- */
+    {
+        static const char nm[] =
+            "GET / HTTP/1.1\r\nhOST: h1\r\nuSER-aGENT: ua\r\nX-DATADOG-TRACE-ID: 1\r\n"
+            "x-datadog-Parent-Id: 2\r\nX-Datadog-Sampling-Priority: 1\r\nx-datadog-origin: o\r\n"
+            "X-datadog-tags: t\r\nTRACEPARENT: tp\r\ntraceState: ts\r\nContent-length: 0\r\n"
+            "Transfer-encodinG: gzip, chunked\r\nCONNECTION: close\r\nexpecT: 100-continue\r\n"
+            "Hosx: no\r\nUser-Agenx: no\r\nX-Datadog-Trace-Ix: no\r\nTraceparenx: no\r\n"
+            "tracestatE_: no\r\nX_9.~!#$%&'*+^`|: no\r\nContent-Lengtx: x\r\n"
+            "Authorization: s\r\nCookie: s\r\nProxy-Authorization: s\r\n\r\n0\r\n\r\n";
+        req_init(&rq, no_extra);
+        ev = feed_req(&rq, S(nm), &used);
+        ok(ev == (HTTP_P_HEADERS | HTTP_P_DONE) && used == sizeof nm - 1 && fstr(&rq.host, "h1") &&
+               fstr(&rq.user_agent, "ua") && fstr(&rq.dd_trace_id, "1") &&
+               fstr(&rq.dd_parent_id, "2") && fstr(&rq.dd_sampling_priority, "1") &&
+               fstr(&rq.dd_origin, "o") && fstr(&rq.dd_tags, "t") && fstr(&rq.traceparent, "tp") &&
+               fstr(&rq.tracestate, "ts") && rq.chunked && rq.content_length == -1 &&
+               rq.conn_close && rq.expect_continue && rq.present_mask == 0x1ff,
+           "every known header name in any case; near misses and other token bytes ignored");
+        check_splits(0, nm, no_extra, 0, "known header names: every split matches one-shot");
+    }
+
     /* ---- connection semantics ---- */
     req_init(&rq, no_extra);
     ev = feed_req(&rq, S("GET / HTTP/1.0\r\n\r\n"), &used);
