@@ -30,8 +30,9 @@ struct spans_dest {
 };
 
 /* Deliver count records (recs: each preceded by its uint32 length) in
- * batches: PUT each to the Agent; a batch it did not take (no answer, 5xx,
- * 408, 429, or no Agent) goes to the spool. JSON lines go to
+ * batches (4096 spans or about 1 MB of msgpack): PUT each to the Agent, all
+ * on one kept keep-alive connection of s's; a batch it did not take (no
+ * answer, 5xx, 408, 429, or no Agent) goes to the spool. JSON lines go to
  * <dir>/<service>.<pid>.traces.jsonl when the output directory is set, and
  * for a batch neither the Agent nor the spool took when d->files is set or
  * the spool could not keep it. *to_agent / *to_file / *spooled say where

@@ -1,6 +1,7 @@
 /* agent_io/traces.c — APM spans leaving the process: the /v0.4/traces msgpack
- * body (msgpack-c), its PUT to the Agent with the rate_by_service reply
- * (libcurl through transport.c's handle settings, jansson), the lookup of a
+ * body (encoded here, span by span), its PUT to the Agent with the
+ * rate_by_service reply (libcurl through transport.c's handle settings, on a
+ * kept keep-alive connection for the uploader; jansson), the lookup of a
  * service's rate in that reply, and, with no Agent, the JSON-lines file in the
  * output directory.
  *
@@ -23,7 +24,6 @@
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
-#include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,12 +66,14 @@ static const char *str_or_empty(const char *s)
 /* Spans arrive in finish order, a trace's spans interleaved with others'. One
  * pass through an open-addressed table keyed by trace_id (never 0, so 0 marks
  * an empty slot) gives each span its trace's number in order of first
- * appearance; a counting sort then lists each trace's spans in input order.
- * O(n) for the tens of thousands of spans a busy flush carries. */
+ * appearance; a counting sort then lists each trace's spans in input order
+ * (only needed when some trace has several spans: the shim's server spans are
+ * mostly one per trace). O(n) for the tens of thousands of spans a busy flush
+ * carries. */
 typedef struct traces_groups {
     uint32_t ntraces;
-    uint32_t *count;  /* spans per trace */
-    uint32_t *order;  /* span indices, trace by trace */
+    uint32_t *count;  /* spans per trace (NULL when every trace has one span) */
+    uint32_t *order;  /* span indices, trace by trace (idem) */
 } traces_groups;
 
 typedef struct traces_slot {
@@ -97,7 +99,8 @@ static void groups_free(traces_groups *g)
     memset(g, 0, sizeof *g);
 }
 
-static int groups_build(const struct span_out *spans, size_t n, traces_groups *g)
+/* ids: the trace_id of each of n spans, none 0. */
+static int groups_build(const uint64_t *ids, size_t n, traces_groups *g)
 {
     memset(g, 0, sizeof *g);
     size_t cap = 16;
@@ -105,17 +108,12 @@ static int groups_build(const struct span_out *spans, size_t n, traces_groups *g
         cap *= 2;
     traces_slot *tab = calloc(cap, sizeof *tab);
     uint32_t *of = malloc((n ? n : 1) * sizeof *of);
-    g->count = calloc(n ? n : 1, sizeof *g->count);
-    g->order = malloc((n ? n : 1) * sizeof *g->order);
-    uint32_t *next = malloc((n ? n : 1) * sizeof *next);
+    uint32_t *next = NULL;
     int rc = -1;
-    if (!tab || !of || !g->count || !g->order || !next)
+    if (!tab || !of)
         goto out;
     for (size_t i = 0; i < n; i++) {
-        of[i] = TRACES_NONE;
-        if (!span_ok(&spans[i]))
-            continue;
-        uint64_t id = spans[i].trace_id;
+        uint64_t id = ids[i];
         size_t h = (size_t)traces_mix(id) & (cap - 1);
         while (tab[h].trace_id != 0 && tab[h].trace_id != id)
             h = (h + 1) & (cap - 1);
@@ -124,16 +122,25 @@ static int groups_build(const struct span_out *spans, size_t n, traces_groups *g
             tab[h].trace = g->ntraces++;
         }
         of[i] = tab[h].trace;
-        g->count[of[i]]++;
     }
+    if (g->ntraces == n) {
+        rc = 0;
+        goto out;
+    }
+    g->count = calloc(g->ntraces, sizeof *g->count);
+    g->order = malloc(n * sizeof *g->order);
+    next = malloc(g->ntraces * sizeof *next);
+    if (!g->count || !g->order || !next)
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        g->count[of[i]]++;
     uint32_t pos = 0;
     for (uint32_t t = 0; t < g->ntraces; t++) {
         next[t] = pos;
         pos += g->count[t];
     }
     for (size_t i = 0; i < n; i++)
-        if (of[i] != TRACES_NONE)
-            g->order[next[of[i]]++] = (uint32_t)i;
+        g->order[next[of[i]]++] = (uint32_t)i;
     rc = 0;
 out:
     free(tab);
@@ -144,53 +151,419 @@ out:
     return rc;
 }
 
-/* ---- msgpack ------------------------------------------------------------------ */
+/* ---- msgpack ------------------------------------------------------------------
+ * Written by hand into one buffer reserved per span: the uploader encodes every
+ * span it sends, and msgpack-c's packer (a capacity check and a memcpy call for
+ * each header and each string body, a strlen for each string) was a quarter of
+ * its CPU. The forms are the ones msgpack-c's packer chooses: the smallest for
+ * each integer (a non-negative signed one as unsigned), fixstr/str8/str16/str32,
+ * fixmap/map16/map32 and fixarray/array16/array32, float64 for every metric; so
+ * the bytes are those msgpack-c wrote before (tests/unit/test_traces.c decodes
+ * them with msgpack-c and with Python's msgpack). */
 
-static int pack_str(msgpack_packer *pk, const char *s)
+#define MP_FIXED_BOUND 192 /* a span map's keys, numbers and headers: 169 bytes at most */
+#define TRACES_BODY_HEAD 5 /* the outer array header, at most */
+
+static inline uint8_t *mp_be16(uint8_t *p, uint16_t v)
 {
-    s = str_or_empty(s);
-    size_t n = strlen(s);
-    return msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, s, n);
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+    return p + 2;
 }
 
-static int pack_key(msgpack_packer *pk, const char *k)
+static inline uint8_t *mp_be32(uint8_t *p, uint32_t v)
 {
-    return pack_str(pk, k);
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+    return p + 4;
+}
+
+static inline uint8_t *mp_be64(uint8_t *p, uint64_t v)
+{
+    mp_be32(p, (uint32_t)(v >> 32));
+    return mp_be32(p + 4, (uint32_t)v);
+}
+
+/* fix: 0x90 (array) or 0x80 (map); the 16- and 32-bit forms follow in c16, c16 + 1. */
+static inline uint8_t *mp_count(uint8_t *p, size_t n, uint8_t fix, uint8_t c16)
+{
+    if (n < 16) {
+        *p++ = (uint8_t)(fix | n);
+    } else if (n < 65536) {
+        *p++ = c16;
+        p = mp_be16(p, (uint16_t)n);
+    } else {
+        *p++ = (uint8_t)(c16 + 1);
+        p = mp_be32(p, (uint32_t)n);
+    }
+    return p;
+}
+
+static inline size_t mp_count_len(size_t n)
+{
+    return n < 16 ? 1 : n < 65536 ? 3 : 5;
+}
+
+/* memcpy without the call for the short strings most keys and values are:
+ * overlapping fixed-size moves that stay within s[0..n) and d[0..n). */
+static inline void mp_copy(uint8_t *d, const char *s, size_t n)
+{
+    if (n > 32) {
+        memcpy(d, s, n);
+    } else if (n >= 16) {
+        memcpy(d, s, 16);
+        memcpy(d + n - 16, s + n - 16, 16);
+    } else if (n >= 8) {
+        uint64_t a, b;
+        memcpy(&a, s, 8);
+        memcpy(&b, s + n - 8, 8);
+        memcpy(d, &a, 8);
+        memcpy(d + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+    } else if (n) {
+        d[0] = (uint8_t)s[0];
+        d[n / 2] = (uint8_t)s[n / 2];
+        d[n - 1] = (uint8_t)s[n - 1];
+    }
+}
+
+static inline uint8_t *mp_str(uint8_t *p, const char *s, size_t n)
+{
+    if (n < 32) {
+        *p++ = (uint8_t)(0xa0 | n);
+    } else if (n < 256) {
+        *p++ = 0xd9;
+        *p++ = (uint8_t)n;
+    } else if (n < 65536) {
+        *p++ = 0xda;
+        p = mp_be16(p, (uint16_t)n);
+    } else {
+        *p++ = 0xdb;
+        p = mp_be32(p, (uint32_t)n);
+    }
+    mp_copy(p, s, n);
+    return p + n;
+}
+
+/* A key known at compile time (under 32 bytes): constant-size moves. */
+#define MP_KEY(p, lit) \
+    (*(p) = (uint8_t)(0xa0 | (sizeof(lit) - 1)), memcpy((p) + 1, (lit), sizeof(lit) - 1), (p) + sizeof(lit))
+
+static inline uint8_t *mp_uint(uint8_t *p, uint64_t d)
+{
+    if (d < (1ull << 7)) {
+        *p++ = (uint8_t)d;
+    } else if (d < (1ull << 8)) {
+        *p++ = 0xcc;
+        *p++ = (uint8_t)d;
+    } else if (d < (1ull << 16)) {
+        *p++ = 0xcd;
+        p = mp_be16(p, (uint16_t)d);
+    } else if (d < (1ull << 32)) {
+        *p++ = 0xce;
+        p = mp_be32(p, (uint32_t)d);
+    } else {
+        *p++ = 0xcf;
+        p = mp_be64(p, d);
+    }
+    return p;
+}
+
+/* msgpack-c's pack_int64 (and pack_int32, the same forms on its range). */
+static inline uint8_t *mp_int(uint8_t *p, int64_t d)
+{
+    if (d >= 0)
+        return mp_uint(p, (uint64_t)d);
+    if (d >= -(1ll << 5)) {
+        *p++ = (uint8_t)d; /* negative fixint */
+    } else if (d >= -(1ll << 7)) {
+        *p++ = 0xd0;
+        *p++ = (uint8_t)d;
+    } else if (d >= -(1ll << 15)) {
+        *p++ = 0xd1;
+        p = mp_be16(p, (uint16_t)d);
+    } else if (d >= -(1ll << 31)) {
+        *p++ = 0xd2;
+        p = mp_be32(p, (uint32_t)d);
+    } else {
+        *p++ = 0xd3;
+        p = mp_be64(p, (uint64_t)d);
+    }
+    return p;
+}
+
+static inline uint8_t *mp_f64(uint8_t *p, double d)
+{
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof bits);
+    *p++ = 0xcb;
+    return mp_be64(p, bits);
+}
+
+static inline size_t kv_klen(const struct span_kv *kv)
+{
+    return kv->lens ? kv->klen : strlen(kv->key);
+}
+
+static inline size_t kv_slen(const struct span_kv *kv)
+{
+    return kv->lens ? kv->slen : strlen(kv->str);
+}
+
+/* What encoding a span needs worked out first: its strings' lengths and
+ * how many meta and metrics entries go out. */
+struct span_lens {
+    size_t name, service, resource, type;
+    size_t nmeta, nmetrics;
+};
+
+/* The bytes a span map takes at most. */
+static size_t span_bound(const struct span_out *s, struct span_lens *l)
+{
+    if (s->known.set) {
+        l->name = s->known.name;
+        l->service = s->known.service;
+        l->resource = s->known.resource;
+        l->type = s->known.type;
+        l->nmeta = s->meta ? s->nmeta : 0;
+        l->nmetrics = s->metrics ? s->nmetrics : 0;
+        return MP_FIXED_BOUND + l->name + l->service + l->resource + l->type + s->known.kv_bytes +
+               10 * l->nmeta + 14 * l->nmetrics;
+    }
+    l->name = strlen(str_or_empty(s->name));
+    l->service = strlen(str_or_empty(s->service));
+    l->resource = strlen(str_or_empty(s->resource));
+    l->type = strlen(str_or_empty(s->type));
+    size_t b = MP_FIXED_BOUND + l->name + l->service + l->resource + l->type;
+    size_t nm = 0, nx = 0;
+    for (size_t i = 0; s->meta && i < s->nmeta; i++)
+        if (meta_ok(&s->meta[i])) {
+            nm++;
+            b += 10 + kv_klen(&s->meta[i]) + kv_slen(&s->meta[i]);
+        }
+    for (size_t i = 0; s->metrics && i < s->nmetrics; i++)
+        if (metric_ok(&s->metrics[i])) {
+            nx++;
+            b += 14 + kv_klen(&s->metrics[i]);
+        }
+    l->nmeta = nm;
+    l->nmetrics = nx;
+    return b;
 }
 
 /* One span map with exactly the keys of WIRE.md section 2, in its types:
  * ids as msgpack uint, start/duration/error as msgpack int, metrics as
- * float64 (the Agent rejects float32). */
-static int pack_span(msgpack_packer *pk, const struct span_out *s)
+ * float64 (the Agent rejects float32). p has span_bound() bytes. */
+static uint8_t *pack_span(uint8_t *p, const struct span_out *s, const struct span_lens *l)
 {
-    size_t nmeta = 0, nmetrics = 0;
-    for (size_t i = 0; s->meta && i < s->nmeta; i++)
-        nmeta += meta_ok(&s->meta[i]) ? 1u : 0u;
-    for (size_t i = 0; s->metrics && i < s->nmetrics; i++)
-        nmetrics += metric_ok(&s->metrics[i]) ? 1u : 0u;
-    if (nmeta > UINT32_MAX || nmetrics > UINT32_MAX)
-        return -1;
+    p = mp_count(p, 12, 0x80, 0xde);
+    p = MP_KEY(p, "trace_id");
+    p = mp_uint(p, s->trace_id);
+    p = MP_KEY(p, "span_id");
+    p = mp_uint(p, s->span_id);
+    p = MP_KEY(p, "parent_id");
+    p = mp_uint(p, s->parent_id);
+    p = MP_KEY(p, "name");
+    p = mp_str(p, str_or_empty(s->name), l->name);
+    p = MP_KEY(p, "service");
+    p = mp_str(p, str_or_empty(s->service), l->service);
+    p = MP_KEY(p, "resource");
+    p = mp_str(p, str_or_empty(s->resource), l->resource);
+    p = MP_KEY(p, "type");
+    p = mp_str(p, str_or_empty(s->type), l->type);
+    p = MP_KEY(p, "start");
+    p = mp_int(p, s->start);
+    p = MP_KEY(p, "duration");
+    p = mp_int(p, s->duration);
+    p = MP_KEY(p, "error");
+    p = mp_int(p, s->error);
+    p = MP_KEY(p, "meta");
+    p = mp_count(p, l->nmeta, 0x80, 0xde);
+    if (s->known.set) {
+        for (size_t i = 0; i < l->nmeta; i++) {
+            p = mp_str(p, s->meta[i].key, s->meta[i].klen);
+            p = mp_str(p, s->meta[i].str, s->meta[i].slen);
+        }
+    } else {
+        for (size_t i = 0; s->meta && i < s->nmeta; i++) {
+            const struct span_kv *kv = &s->meta[i];
+            if (meta_ok(kv)) {
+                p = mp_str(p, kv->key, kv_klen(kv));
+                p = mp_str(p, kv->str, kv_slen(kv));
+            }
+        }
+    }
+    p = MP_KEY(p, "metrics");
+    p = mp_count(p, l->nmetrics, 0x80, 0xde);
+    if (s->known.set) {
+        for (size_t i = 0; i < l->nmetrics; i++) {
+            p = mp_str(p, s->metrics[i].key, s->metrics[i].klen);
+            p = mp_f64(p, s->metrics[i].num);
+        }
+    } else {
+        for (size_t i = 0; s->metrics && i < s->nmetrics; i++) {
+            const struct span_kv *kv = &s->metrics[i];
+            if (metric_ok(kv)) {
+                p = mp_str(p, kv->key, kv_klen(kv));
+                p = mp_f64(p, kv->num);
+            }
+        }
+    }
+    return p;
+}
 
-    int bad = msgpack_pack_map(pk, 12);
-    bad |= pack_key(pk, "trace_id") || msgpack_pack_uint64(pk, s->trace_id);
-    bad |= pack_key(pk, "span_id") || msgpack_pack_uint64(pk, s->span_id);
-    bad |= pack_key(pk, "parent_id") || msgpack_pack_uint64(pk, s->parent_id);
-    bad |= pack_key(pk, "name") || pack_str(pk, s->name);
-    bad |= pack_key(pk, "service") || pack_str(pk, s->service);
-    bad |= pack_key(pk, "resource") || pack_str(pk, s->resource);
-    bad |= pack_key(pk, "type") || pack_str(pk, s->type);
-    bad |= pack_key(pk, "start") || msgpack_pack_int64(pk, s->start);
-    bad |= pack_key(pk, "duration") || msgpack_pack_int64(pk, s->duration);
-    bad |= pack_key(pk, "error") || msgpack_pack_int32(pk, s->error);
-    bad |= pack_key(pk, "meta") || msgpack_pack_map(pk, nmeta);
-    for (size_t i = 0; !bad && s->meta && i < s->nmeta; i++)
-        if (meta_ok(&s->meta[i]))
-            bad |= pack_str(pk, s->meta[i].key) || pack_str(pk, s->meta[i].str);
-    bad |= pack_key(pk, "metrics") || msgpack_pack_map(pk, nmetrics);
-    for (size_t i = 0; !bad && s->metrics && i < s->nmetrics; i++)
-        if (metric_ok(&s->metrics[i]))
-            bad |= pack_str(pk, s->metrics[i].key) || msgpack_pack_double(pk, s->metrics[i].num);
-    return bad ? -1 : 0;
+/* ---- the body ------------------------------------------------------------------ */
+
+void traces_body_init(traces_body *b)
+{
+    memset(b, 0, sizeof *b);
+}
+
+void traces_body_reset(traces_body *b)
+{
+    free(b->grouped);
+    b->grouped = NULL;
+    b->len = b->n = b->left_out = 0;
+    b->oom = 0;
+}
+
+void traces_body_free(traces_body *b)
+{
+    free(b->p);
+    free(b->ids);
+    free(b->off);
+    free(b->grouped);
+    memset(b, 0, sizeof *b);
+}
+
+size_t traces_body_size(const traces_body *b)
+{
+    return b->len;
+}
+
+static int body_reserve(traces_body *b, size_t need)
+{
+    if (need <= b->cap - b->len)
+        return 0;
+    size_t cap = b->cap ? b->cap : 64 * 1024;
+    while (cap - b->len < need) {
+        if (cap > SIZE_MAX / 2)
+            return -1;
+        cap *= 2;
+    }
+    uint8_t *np = realloc(b->p, cap);
+    if (!np)
+        return -1;
+    b->p = np;
+    b->cap = cap;
+    return 0;
+}
+
+int traces_body_add(traces_body *b, const struct span_out *s)
+{
+    if (b->oom || !s)
+        return -1;
+    if (!span_ok(s)) {
+        b->left_out++;
+        return 0;
+    }
+    /* the group indices are 32-bit; no flush comes near that */
+    if (b->n >= TRACES_NONE - 1)
+        goto oom;
+    if (b->n == b->ncap) {
+        size_t nc = b->ncap ? b->ncap * 2 : 256;
+        uint64_t *ni = realloc(b->ids, nc * sizeof *ni);
+        if (ni)
+            b->ids = ni;
+        size_t *no = realloc(b->off, nc * sizeof *no);
+        if (no)
+            b->off = no;
+        if (!ni || !no)
+            goto oom;
+        b->ncap = nc;
+    }
+    struct span_lens l;
+    size_t need = span_bound(s, &l) + 1 + (b->len ? 0 : TRACES_BODY_HEAD);
+    if (body_reserve(b, need) < 0)
+        goto oom;
+    if (b->len == 0)
+        b->len = TRACES_BODY_HEAD;
+    b->ids[b->n] = s->trace_id;
+    b->off[b->n] = b->len;
+    b->n++;
+    /* Every trace is first taken to have this one span: array(1), the map.
+     * traces_body_finish regroups when that turns out wrong. */
+    uint8_t *p = b->p + b->len;
+    *p++ = 0x91;
+    p = pack_span(p, s, &l);
+    b->len = (size_t)(p - b->p);
+    return 0;
+oom:
+    b->oom = 1;
+    return -1;
+}
+
+int traces_body_finish(traces_body *b, const uint8_t **out, size_t *out_len, size_t *ntraces)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (ntraces)
+        *ntraces = 0;
+    if (b->oom)
+        return -1;
+    if (b->left_out)
+        log_debug("traces: %zu span(s) with a zero trace or span id left out", b->left_out);
+    if (b->n == 0) {
+        if (body_reserve(b, TRACES_BODY_HEAD) < 0)
+            return -1;
+        b->p[0] = 0x90;
+        *out = b->p;
+        *out_len = 1;
+        return 0;
+    }
+    traces_groups g;
+    if (groups_build(b->ids, b->n, &g) < 0)
+        return -1;
+    if (!g.order) {
+        /* One span per trace: the body as encoded, behind the outer header. */
+        size_t h = mp_count_len(b->n);
+        uint8_t *start = b->p + TRACES_BODY_HEAD - h;
+        mp_count(start, b->n, 0x90, 0xdc);
+        *out = start;
+        *out_len = b->len - (TRACES_BODY_HEAD - h);
+    } else {
+        /* Each trace's spans together: the maps copied without their 0x91. */
+        size_t cap = 5 + (b->len - TRACES_BODY_HEAD - b->n) + 5 * (size_t)g.ntraces;
+        free(b->grouped);
+        b->grouped = malloc(cap);
+        if (!b->grouped) {
+            groups_free(&g);
+            return -1;
+        }
+        uint8_t *p = mp_count(b->grouped, g.ntraces, 0x90, 0xdc);
+        const uint32_t *o = g.order;
+        for (uint32_t t = 0; t < g.ntraces; t++) {
+            p = mp_count(p, g.count[t], 0x90, 0xdc);
+            for (uint32_t k = 0; k < g.count[t]; k++, o++) {
+                size_t from = b->off[*o] + 1, to = *o + 1 < b->n ? b->off[*o + 1] : b->len;
+                memcpy(p, b->p + from, to - from);
+                p += to - from;
+            }
+        }
+        *out = b->grouped;
+        *out_len = (size_t)(p - b->grouped);
+    }
+    if (ntraces)
+        *ntraces = g.ntraces;
+    groups_free(&g);
+    return 0;
 }
 
 int traces_encode(const struct span_out *spans, size_t n, uint8_t **out, size_t *out_len,
@@ -205,34 +578,33 @@ int traces_encode(const struct span_out *spans, size_t n, uint8_t **out, size_t 
     /* the group indices are 32-bit; no flush comes near that */
     if ((!spans && n) || n >= TRACES_NONE)
         return -1;
-    traces_groups g;
-    if (groups_build(spans, n, &g) < 0)
-        return -1;
-
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    int bad = msgpack_pack_array(&pk, g.ntraces);
-    const uint32_t *o = g.order;
-    for (uint32_t t = 0; !bad && t < g.ntraces; t++) {
-        bad |= msgpack_pack_array(&pk, g.count[t]);
-        for (uint32_t k = 0; !bad && k < g.count[t]; k++)
-            bad |= pack_span(&pk, &spans[*o++]);
-    }
-    if (bad) {
-        msgpack_sbuffer_destroy(&sb);
-        groups_free(&g);
+    traces_body b;
+    traces_body_init(&b);
+    for (size_t i = 0; i < n; i++)
+        if (traces_body_add(&b, &spans[i]) < 0) {
+            traces_body_free(&b);
+            return -1;
+        }
+    const uint8_t *body;
+    size_t len, nt;
+    if (traces_body_finish(&b, &body, &len, &nt) < 0) {
+        traces_body_free(&b);
         return -1;
     }
-    if (n - (size_t)(o - g.order) > 0)
-        log_debug("traces: %zu span(s) with a zero trace or span id left out",
-                  n - (size_t)(o - g.order));
-    *out_len = sb.size;
-    *out = (uint8_t *)msgpack_sbuffer_release(&sb);
+    /* Hand the caller a buffer of its own to free: the body's, moved to its
+     * start, or the regrouped copy. */
+    if (body == b.grouped) {
+        *out = b.grouped;
+        b.grouped = NULL;
+    } else {
+        memmove(b.p, body, len);
+        *out = b.p;
+        b.p = NULL;
+    }
+    *out_len = len;
     if (ntraces)
-        *ntraces = g.ntraces;
-    groups_free(&g);
+        *ntraces = nt;
+    traces_body_free(&b);
     return 0;
 }
 
@@ -293,6 +665,13 @@ int traces_upload(const aio_target *t, const struct traces_meta *m, const uint8_
                   size_t len, size_t ntraces, long timeout_ms, long *http_status,
                   char **rates_json)
 {
+    return traces_upload_conn(NULL, t, m, body, len, ntraces, timeout_ms, http_status, rates_json);
+}
+
+int traces_upload_conn(aio_conn *conn, const aio_target *t, const struct traces_meta *m,
+                       const uint8_t *body, size_t len, size_t ntraces, long timeout_ms,
+                       long *http_status, char **rates_json)
+{
     if (http_status)
         *http_status = 0;
     if (rates_json)
@@ -320,7 +699,10 @@ int traces_upload(const aio_target *t, const struct traces_meta *m, const uint8_
         return st >= 200 && st <= 299 ? 0 : -1;
     }
     char errbuf[CURL_ERROR_SIZE];
-    CURL *c = aio_easy_new(t, TRACES_PATH, timeout_ms, errbuf);
+    /* A kept handle comes back with this request's timeouts set and nothing
+     * of the previous request's; everything below is set for every request. */
+    CURL *c = conn ? aio_conn_easy(conn, t, TRACES_PATH, timeout_ms, len)
+                   : aio_easy_new(t, TRACES_PATH, timeout_ms, errbuf);
     int bad = !c;
     traces_reply reply = {0};
     struct curl_slist *hdrs = NULL;
@@ -357,11 +739,13 @@ int traces_upload(const aio_target *t, const struct traces_meta *m, const uint8_
     }
     long status = 0;
     if (!bad)
-        status = aio_easy_run(c, t, "trace upload", errbuf);
+        status = conn ? aio_conn_run(conn, t, "trace upload") : aio_easy_run(c, t, "trace upload", errbuf);
     else
         log_debug("trace upload not attempted: out of memory or libcurl refused an option");
-    if (c)
+    if (c && !conn)
         curl_easy_cleanup(c);
+    else if (c && bad)
+        aio_conn_reset(conn); /* it may hold some of this request's options */
     curl_slist_free_all(hdrs);
     int ok = status >= 200 && status <= 299;
     if (ok && rates_json && !reply.overflow)
@@ -582,6 +966,15 @@ int traces_write_jsonl(const char *dir, const char *service, int64_t pid,
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         log_warn("%s/%s is not a regular file: traces not written", dir, name);
+        goto out;
+    }
+    /* We append to what is there: it must be the file we created. Another
+     * user's file at this name would hand them our spans (a directory of
+     * theirs that we may write into), and a second link to a file of ours
+     * (planted beside it) would have us append to that other file. */
+    if (st.st_uid != geteuid() || st.st_nlink != 1) {
+        log_warn("%s/%s is not a file of ours (owner %ld, %ld links): traces not written", dir,
+                 name, (long)st.st_uid, (long)st.st_nlink);
         goto out;
     }
     if (aio_write_all(fd, b.p, b.len) < 0) {

@@ -37,6 +37,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -533,6 +534,225 @@ long aio_easy_run(CURL *c, const aio_target *t, const char *what, const char *er
     return status;
 }
 
+/* ---- a kept connection (trace uploads) -------------------------------------
+ * Traces go out every second, and sooner when spans pile up on a busy server:
+ * a handle per request meant a TCP connection per request (connect, the
+ * Agent's accept, a new socket each time). One easy handle kept across
+ * requests keeps one keep-alive connection in its connection cache. On reuse
+ * only what belongs to one request is set again (timeouts, then the caller's
+ * body, headers and reply sink); everything aio_easy_new set stays, the
+ * close-on-exec socket callback included (curl_easy_reset would drop it).
+ * Anything but a 2xx answer discards the handle: a connection that timed out
+ * or failed mid-request is never reused.
+ *
+ * Fork: the handle belongs to the process that made it (the agent context,
+ * which owns it, is made again in a fork child, and aio_conn_easy also checks
+ * the pid). The child still inherits the socket: the pthread_atfork child
+ * handler below closes the child's copy, so children that never use it do not
+ * hold the Agent's connection open (nor an fd) for their whole life. It finds
+ * the sockets in aio_kept, filled by the kept handle's open/close callbacks;
+ * it runs in the child of a multithreaded parent and uses only
+ * async-signal-safe calls. */
+
+struct aio_conn {
+    CURL *c;
+    pid_t pid;      /* the process that made c */
+    long upload_buf; /* the CURLOPT_UPLOAD_BUFFERSIZE set on c (0: libcurl's default) */
+    int kind;
+    char url[sizeof ((aio_target *)0)->base + 64];
+    char socket_path[sizeof ((aio_target *)0)->socket_path];
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+#define AIO_KEPT_MAX 8
+/* fd: -1 free, -2 being filled; written last, cleared first. A socket that
+ * finds no free slot is simply not closed in fork children. */
+static struct aio_kept_sock {
+    int fd;
+    pid_t pid;
+    dev_t dev;
+    ino_t ino;
+} aio_kept[AIO_KEPT_MAX] = {[0 ... AIO_KEPT_MAX - 1] = {.fd = -1}};
+static pthread_once_t aio_kept_once = PTHREAD_ONCE_INIT;
+
+/* In the fork child, before it returns from fork: close the parent's kept
+ * sockets. The inode check makes sure the fd is still that socket (the parent
+ * may have closed it and reused the number just before the fork). */
+static void kept_atfork_child(void)
+{
+    pid_t self = getpid();
+    for (int i = 0; i < AIO_KEPT_MAX; i++) {
+        struct aio_kept_sock *s = &aio_kept[i];
+        int fd = __atomic_load_n(&s->fd, __ATOMIC_ACQUIRE);
+        if (fd < 0 || s->pid == self)
+            continue;
+        struct stat st;
+        /* the raw syscall: this is the shim's descriptor, not a close of the
+         * host's for the shim's hooks to see */
+        if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == s->dev && st.st_ino == s->ino)
+            syscall(SYS_close, fd);
+        __atomic_store_n(&s->fd, -1, __ATOMIC_RELEASE);
+    }
+}
+
+static void kept_register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, kept_atfork_child);
+}
+
+static void kept_add(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return;
+    for (int i = 0; i < AIO_KEPT_MAX; i++) {
+        int expect = -1;
+        if (__atomic_compare_exchange_n(&aio_kept[i].fd, &expect, -2, 0, __ATOMIC_ACQUIRE,
+                                        __ATOMIC_RELAXED)) {
+            aio_kept[i].pid = getpid();
+            aio_kept[i].dev = st.st_dev;
+            aio_kept[i].ino = st.st_ino;
+            __atomic_store_n(&aio_kept[i].fd, fd, __ATOMIC_RELEASE);
+            return;
+        }
+    }
+}
+
+static void kept_remove(int fd)
+{
+    pid_t self = getpid();
+    for (int i = 0; i < AIO_KEPT_MAX; i++)
+        if (__atomic_load_n(&aio_kept[i].fd, __ATOMIC_ACQUIRE) == fd && aio_kept[i].pid == self) {
+            __atomic_store_n(&aio_kept[i].fd, -1, __ATOMIC_RELEASE);
+            return;
+        }
+}
+
+static curl_socket_t open_socket_kept(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    curl_socket_t fd = open_socket_cloexec(clientp, purpose, a);
+    if (fd != CURL_SOCKET_BAD)
+        kept_add(fd);
+    return fd;
+}
+
+static int close_socket_kept(void *clientp, curl_socket_t fd)
+{
+    (void)clientp;
+    kept_remove(fd);
+    return close(fd);
+}
+
+aio_conn *aio_conn_new(void)
+{
+    pthread_once(&aio_kept_once, kept_register_atfork);
+    return calloc(1, sizeof(aio_conn));
+}
+
+void aio_conn_reset(aio_conn *k)
+{
+    if (!k || !k->c)
+        return;
+    /* Another process's handle (a fork child's copy) is left alone: its
+     * socket is not ours to close, the atfork handler closed our copy. After
+     * the host's OpenSSL cleanup libcurl is not called at all. */
+    if (k->pid == getpid() && !openssl_stopped())
+        curl_easy_cleanup(k->c);
+    k->c = NULL;
+}
+
+void aio_conn_free(aio_conn *k)
+{
+    if (!k)
+        return;
+    aio_conn_reset(k);
+    free(k);
+}
+
+/* libcurl copies a POSTFIELDS body through its upload buffer (64 KB unless
+ * told otherwise) and sends it a buffer at a time: a megabyte of spans went
+ * out in 17 sends and 38 polls. Up to 256 KB (where the uploader's CPU per
+ * span stopped improving: 64 KB cost ~10 % more), the buffer follows the
+ * bodies; it shrinks (libcurl frees it when the size changes) only once they
+ * have become much smaller, so a quiet process keeps no busy one's buffer. */
+static int conn_upload_buffer(aio_conn *k, size_t len)
+{
+    const long lo = 64 * 1024, hi = 256 * 1024;
+    long want = len >= (size_t)hi ? hi : (long)((len + (size_t)lo - 1) / (size_t)lo) * lo;
+    if (want < lo)
+        want = lo;
+    long cur = k->upload_buf ? k->upload_buf : lo;
+    if (want <= cur && want > cur / 4)
+        return 0;
+    if (curl_easy_setopt(k->c, CURLOPT_UPLOAD_BUFFERSIZE, want) != CURLE_OK)
+        return -1;
+    k->upload_buf = want;
+    return 0;
+}
+
+void *aio_conn_easy(aio_conn *k, const aio_target *t, const char *path, long timeout_ms,
+                    size_t upload_len)
+{
+    if (!k || !t)
+        return NULL;
+    char url[sizeof k->url];
+    int n = snprintf(url, sizeof url, "%s%s", t->base, path);
+    if (n < 0 || (size_t)n >= sizeof url)
+        return NULL;
+    if (k->c && (k->pid != getpid() || k->kind != t->kind || strcmp(k->url, url) != 0 ||
+                 (t->kind == AIO_URL_UNIX && strcmp(k->socket_path, t->socket_path) != 0)))
+        aio_conn_reset(k);
+    if (k->c) {
+        if (aio_global_init() < 0)
+            return NULL;
+        if (timeout_ms <= 0)
+            timeout_ms = 1;
+        k->errbuf[0] = '\0';
+        int bad = 0;
+        bad |= curl_easy_setopt(k->c, CURLOPT_TIMEOUT_MS, timeout_ms) != CURLE_OK;
+        bad |= curl_easy_setopt(k->c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms) != CURLE_OK;
+        bad |= conn_upload_buffer(k, upload_len) != 0;
+        if (!bad)
+            return k->c;
+        aio_conn_reset(k);
+    }
+    CURL *c = aio_easy_new(t, path, timeout_ms, k->errbuf);
+    if (!c)
+        return NULL;
+    if (curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_socket_kept) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_CLOSESOCKETFUNCTION, close_socket_kept) != CURLE_OK) {
+        curl_easy_cleanup(c);
+        return NULL;
+    }
+    k->c = c;
+    k->pid = getpid();
+    k->upload_buf = 0;
+    k->kind = t->kind;
+    memcpy(k->url, url, (size_t)n + 1);
+    snprintf(k->socket_path, sizeof k->socket_path, "%s", t->socket_path);
+    if (conn_upload_buffer(k, upload_len) != 0) {
+        aio_conn_reset(k);
+        return NULL;
+    }
+    return c;
+}
+
+long aio_conn_run(aio_conn *k, const aio_target *t, const char *what)
+{
+    if (!k || !k->c)
+        return 0;
+    long status = aio_easy_run(k->c, t, what, k->errbuf);
+    /* Nothing of this request's may be reached through the handle later. */
+    curl_easy_setopt(k->c, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(k->c, CURLOPT_POSTFIELDS, NULL);
+    curl_easy_setopt(k->c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1);
+    curl_easy_setopt(k->c, CURLOPT_WRITEFUNCTION, discard_body);
+    curl_easy_setopt(k->c, CURLOPT_WRITEDATA, NULL);
+    if (status < 200 || status > 299)
+        aio_conn_reset(k);
+    return status;
+}
+
 
 /* ---- a minimal HTTP/1.1 client for the exit path ---------------------------
  * Once the program's OpenSSL has shut down (its atexit cleanup runs before the
@@ -968,26 +1188,70 @@ static int write_file_atomic(int dfd, const char *dir, const char *name, const v
     return rc;
 }
 
+/* Every flush comes back here: a directory we cannot use is said once on the
+ * host's stderr, then only at debug level. One the process may not enter
+ * (EACCES: typically a child that dropped privileges, `runuser`, a server's
+ * worker, inheriting its parent's setting) is said on stderr only where
+ * someone looks (aio_announce); a refused or broken one always is. */
+int aio_announce = 1;
+static unsigned aio_outdir_said;
+#define outdir_warn(...) log_msg(aio_outdir_said++ ? LOG_DEBUG : LOG_WARN, __VA_ARGS__)
+#define outdir_denied(...)                                                                        \
+    log_msg(aio_outdir_said++ ? LOG_DEBUG : aio_announce ? LOG_WARN : LOG_INFO, __VA_ARGS__)
+
 int aio_open_output_dir(const char *dir)
 {
     if (!dir || !*dir)
         return -1;
     if (mkdir_p(dir) < 0) {
-        log_warn("cannot create output directory %s: %s", dir, strerror(errno));
+        if (errno == EACCES || errno == EPERM)
+            outdir_denied("cannot create output directory %s: %s", dir, strerror(errno));
+        else
+            outdir_warn("cannot create output directory %s: %s", dir, strerror(errno));
         return -1;
     }
+    /* Without its trailing slashes, so that O_NOFOLLOW applies to the
+     * directory's own name ("link/" would resolve the link first). */
+    char path[PATH_MAX];
+    size_t n = strlen(dir);
+    if (n >= sizeof path) {
+        outdir_warn("cannot open output directory %s: %s", dir, strerror(ENAMETOOLONG));
+        return -1;
+    }
+    memcpy(path, dir, n + 1);
+    while (n > 1 && path[n - 1] == '/')
+        path[--n] = '\0';
     /* Callers write through this fd, so the directory we checked is the
-     * directory they write into, whatever happens to the path meanwhile. */
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+     * directory they write into, whatever happens to the path meanwhile.
+     * O_NOFOLLOW: whoever can plant a symlink at that name (another user, in
+     * a directory they share with us) must not choose where we write. */
+    int dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (dfd < 0) {
-        log_warn("cannot open output directory %s: %s", dir, strerror(errno));
+        int err = errno;
+        struct stat lst;
+        if (lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode))
+            outdir_warn("output directory %s is a symbolic link: refusing to follow it (give "
+                        "the directory's own path)",
+                        dir);
+        else if (err == EACCES || err == EPERM)
+            outdir_denied("cannot open output directory %s: %s", dir, strerror(err));
+        else
+            outdir_warn("cannot open output directory %s: %s", dir, strerror(err));
         return -1;
     }
+    /* A directory others can write into is one where they can plant names,
+     * swap files and read what we leave: refused when it is someone else's,
+     * and when it is shared by design (sticky, like /tmp), even if ours. */
     struct stat st;
-    if (fstat(dfd, &st) < 0 || ((st.st_mode & S_IWOTH) && st.st_uid != geteuid())) {
-        log_warn("output directory %s is world-writable and not ours: refusing to write "
-                 "there (use a private directory)",
-                 dir);
+    if (fstat(dfd, &st) < 0) {
+        outdir_warn("cannot open output directory %s: %s", dir, strerror(errno));
+        close(dfd);
+        return -1;
+    }
+    if ((st.st_mode & S_IWOTH) && (st.st_uid != geteuid() || (st.st_mode & S_ISVTX))) {
+        outdir_warn("output directory %s is world-writable and %s: refusing to write there (use "
+                    "a private directory)",
+                    dir, st.st_uid != geteuid() ? "not ours" : "shared (sticky, like /tmp)");
         close(dfd);
         return -1;
     }

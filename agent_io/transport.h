@@ -101,15 +101,49 @@ void *aio_easy_new(const aio_target *t, const char *path, long timeout_ms, char 
  * (logged at debug level with `what`). */
 long aio_easy_run(void *curl, const aio_target *t, const char *what, const char *errbuf);
 
+/* One kept connection to the Agent: a libcurl easy handle (aio_easy_new's
+ * settings) reused across requests, so that requests share one keep-alive
+ * connection instead of connecting each time. Owned by one thread at a time
+ * and by the process that made it: in a fork child it is never used again
+ * (its socket, close-on-exec like every other, is closed in the child at
+ * fork). aio_conn_new returns NULL on OOM. */
+typedef struct aio_conn aio_conn;
+aio_conn *aio_conn_new(void);
+void aio_conn_free(aio_conn *k);
+
+/* The handle for one request to <t->base><path>, reused when the previous
+ * request went to the same place and succeeded. Per-request settings are set
+ * afresh (timeouts as aio_easy_new's; the response body discarded; an upload
+ * buffer fit for a body of upload_len bytes); the caller then sets its body,
+ * headers and reply sink and calls aio_conn_run. NULL on failure. */
+void *aio_conn_easy(aio_conn *k, const aio_target *t, const char *path, long timeout_ms,
+                    size_t upload_len);
+
+/* Perform the request prepared on aio_conn_easy's handle; the HTTP status as
+ * aio_easy_run. The handle forgets the caller's body, headers and reply sink
+ * afterwards. Anything but a 2xx answer (a failure, a timeout, an error
+ * status) discards the handle and its connection: the next request starts on
+ * a new one. */
+long aio_conn_run(aio_conn *k, const aio_target *t, const char *what);
+
+/* Discard the handle (and its connection) now, e.g. when a request could not
+ * be prepared on it. */
+void aio_conn_reset(aio_conn *k);
+
 /* Append "name: value" to l. A value that would forge further headers (CR,
  * LF, control bytes) or is too long is left out; *bad set on OOM, and a set
  * *bad makes this a no-op. Returns the list (never loses it). */
 struct curl_slist *aio_add_header(struct curl_slist *l, int *bad, const char *name,
                                   const char *value);
 
-/* mkdir -p dir (0700 for what we create), then open it O_DIRECTORY; refused
- * (-1, logged) when it is world-writable and not ours. The fd, or -1. */
+/* mkdir -p dir (0700 for what we create), then open it O_DIRECTORY and
+ * O_NOFOLLOW (a symlink at the directory's own name is refused); refused
+ * (-1, logged) when it is world-writable and not ours, or world-writable and
+ * sticky (a shared directory like /tmp, even ours). The fd, or -1. */
 int aio_open_output_dir(const char *dir);
+/* Whether a person reads the host's stderr (config's announce rule): an
+ * output directory the process may not enter is then said there; else at info. */
+extern int aio_announce;
 
 /* The service name reduced to a safe file name ([A-Za-z0-9._-], never
  * hidden); "unnamed-native-app" when s is NULL or empty. */

@@ -3,8 +3,10 @@
  * by msgpack-c's unpacker and by Python's msgpack plus a byte-level walk of
  * every key's msgpack type (WIRE.md section 2), grouping at scale, live
  * uploads to tests/intake.py over TCP and a Unix socket (headers, body,
- * rate_by_service, a 500, an intake that never answers), the rate lookup and
- * the JSON-lines file. TAP on stdout.
+ * rate_by_service, a 500, an intake that never answers), the hand encoder
+ * against msgpack-c's packer byte for byte, the kept connection (reuse,
+ * close-on-exec, fork, failures), the rate lookup and the JSON-lines file.
+ * TAP on stdout.
  * The repository is $DDSHIM_ROOT or the current directory. */
 #include "agent_io/traces.h"
 
@@ -23,8 +25,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -613,6 +619,205 @@ static void test_encode(void)
     free(big);
 }
 
+/* ---- the hand encoder against msgpack-c's packer ------------------------------- */
+
+/* What msgpack-c's packer wrote for a span before traces.c encoded by hand:
+ * the reference the encoder must match byte for byte. */
+static void ref_str(msgpack_packer *pk, const char *s)
+{
+    s = s ? s : "";
+    size_t n = strlen(s);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+static void ref_span(msgpack_packer *pk, const struct span_out *s)
+{
+    size_t nmeta = 0, nmetrics = 0;
+    for (size_t i = 0; s->meta && i < s->nmeta; i++)
+        nmeta += s->meta[i].key && s->meta[i].str;
+    for (size_t i = 0; s->metrics && i < s->nmetrics; i++)
+        nmetrics += s->metrics[i].key && isfinite(s->metrics[i].num);
+    msgpack_pack_map(pk, 12);
+    ref_str(pk, "trace_id");
+    msgpack_pack_uint64(pk, s->trace_id);
+    ref_str(pk, "span_id");
+    msgpack_pack_uint64(pk, s->span_id);
+    ref_str(pk, "parent_id");
+    msgpack_pack_uint64(pk, s->parent_id);
+    ref_str(pk, "name");
+    ref_str(pk, s->name);
+    ref_str(pk, "service");
+    ref_str(pk, s->service);
+    ref_str(pk, "resource");
+    ref_str(pk, s->resource);
+    ref_str(pk, "type");
+    ref_str(pk, s->type);
+    ref_str(pk, "start");
+    msgpack_pack_int64(pk, s->start);
+    ref_str(pk, "duration");
+    msgpack_pack_int64(pk, s->duration);
+    ref_str(pk, "error");
+    msgpack_pack_int32(pk, s->error);
+    ref_str(pk, "meta");
+    msgpack_pack_map(pk, nmeta);
+    for (size_t i = 0; s->meta && i < s->nmeta; i++)
+        if (s->meta[i].key && s->meta[i].str) {
+            ref_str(pk, s->meta[i].key);
+            ref_str(pk, s->meta[i].str);
+        }
+    ref_str(pk, "metrics");
+    msgpack_pack_map(pk, nmetrics);
+    for (size_t i = 0; s->metrics && i < s->nmetrics; i++)
+        if (s->metrics[i].key && isfinite(s->metrics[i].num)) {
+            ref_str(pk, s->metrics[i].key);
+            msgpack_pack_double(pk, s->metrics[i].num);
+        }
+}
+
+/* The whole body: traces in order of first appearance (quadratic: test sizes). */
+static void ref_encode(const struct span_out *s, size_t n, msgpack_sbuffer *sb)
+{
+    msgpack_sbuffer_init(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    uint64_t *ids = calloc(n + 1, sizeof *ids);
+    size_t nt = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!s[i].trace_id || !s[i].span_id)
+            continue;
+        size_t t = 0;
+        while (t < nt && ids[t] != s[i].trace_id)
+            t++;
+        if (t == nt)
+            ids[nt++] = s[i].trace_id;
+    }
+    msgpack_pack_array(&pk, nt);
+    for (size_t t = 0; t < nt; t++) {
+        size_t c = 0;
+        for (size_t i = 0; i < n; i++)
+            c += s[i].span_id && s[i].trace_id == ids[t];
+        msgpack_pack_array(&pk, c);
+        for (size_t i = 0; i < n; i++)
+            if (s[i].span_id && s[i].trace_id == ids[t])
+                ref_span(&pk, &s[i]);
+    }
+    free(ids);
+}
+
+/* traces_encode(s) against msgpack-c's packer on ref (the same spans with
+ * NUL-terminated strings). */
+static int same_as_ref(const struct span_out *s, const struct span_out *ref, size_t n,
+                       const char *what)
+{
+    msgpack_sbuffer sb;
+    ref_encode(ref, n, &sb);
+    uint8_t *buf = NULL;
+    size_t len = 0, nt = 0;
+    int rc = traces_encode(s, n, &buf, &len, &nt);
+    int same = rc == 0 && len == sb.size && memcmp(buf, sb.data, len) == 0;
+    if (!same) {
+        size_t k = 0;
+        while (rc == 0 && k < len && k < sb.size && buf[k] == (uint8_t)sb.data[k])
+            k++;
+        printf("# %s: %zu bytes vs msgpack-c's %zu, first difference at %zu\n", what, len, sb.size, k);
+    }
+    free(buf);
+    msgpack_sbuffer_destroy(&sb);
+    return same;
+}
+
+static void test_forms(void)
+{
+    /* every boundary of every msgpack form a span uses */
+    static const uint64_t U[] = {1, 127, 128, 255, 256, 65535, 65536, 4294967295ull, 4294967296ull,
+                                 INT64_MAX, (uint64_t)INT64_MAX + 1, UINT64_MAX};
+    static const int64_t I[] = {0, 1, 127, 128, 255, 256, 65535, 65536, 4294967295ll,
+                                4294967296ll, INT64_MAX, -1, -32, -33, -128, -129, -32768,
+                                -32769, INT32_MIN, (int64_t)INT32_MIN - 1, INT64_MIN};
+    static const int32_t E[] = {0, 1, 127, 128, 255, 256, 65535, 65536, INT32_MAX, -1, -32,
+                                -33, -128, -129, -32768, -32769, INT32_MIN};
+    static const size_t L[] = {0, 1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 255, 256, 65535, 65536};
+    const size_t NL = sizeof L / sizeof L[0];
+    char *text = malloc(70000);
+    for (size_t i = 0; i < 70000; i++)
+        text[i] = (char)('a' + i % 26);
+    /* NUL-terminated strings of each length, and the same bytes unterminated
+     * (lens set) as the uploader's span builder gives them */
+    char **str = calloc(NL, sizeof *str);
+    for (size_t i = 0; i < NL; i++) {
+        str[i] = malloc(L[i] + 1);
+        memcpy(str[i], text + i, L[i]);
+        str[i][L[i]] = '\0';
+    }
+    enum { NMETA = 40, NSPANS = 60 };
+    struct span_kv *meta = calloc(NMETA, sizeof *meta), *meta_l = calloc(NMETA, sizeof *meta_l);
+    for (size_t i = 0; i < NMETA; i++) {
+        size_t k = i % NL, v = (i * 7 + 3) % NL;
+        if (L[k] > 300)
+            k = i % 14;
+        meta[i] = (struct span_kv){str[k], str[v], 0};
+        meta_l[i] = (struct span_kv){text + k, text + v, 0, (uint32_t)L[k], (uint32_t)L[v], 1};
+    }
+    static const struct span_kv metrics[] = {{"a", NULL, 0.5},  {"b", NULL, -1e300},
+                                             {"nan", NULL, NAN}, {"c", NULL, 4242},
+                                             {"d", NULL, 0},     {"e", NULL, -0.0}};
+    struct span_out *sp = calloc(NSPANS, sizeof *sp), *sp_l = calloc(NSPANS, sizeof *sp_l);
+    for (size_t i = 0; i < NSPANS; i++) {
+        size_t nm = (size_t[]){0, 1, 15, 16, 17, NMETA}[i % 6];
+        size_t off = i % 3 ? 0 : NMETA - nm;
+        sp[i] = (struct span_out){U[i % 12], U[(i + 5) % 12], i % 4 ? U[(i + 7) % 12] : 0,
+                                  str[i % NL], i % 5 ? "web" : NULL, str[(i + 3) % NL], "web",
+                                  I[i % 21], I[(i + 9) % 21], E[i % 17], meta + off, nm,
+                                  metrics, (size_t)(i % 7)};
+        sp_l[i] = sp[i];
+        sp_l[i].meta = meta_l + off;
+    }
+    ok(same_as_ref(sp, sp, NSPANS, "boundaries"),
+       "encoder: every integer, string, map and array form at each boundary is msgpack-c's, "
+       "byte for byte");
+    ok(same_as_ref(sp_l, sp, NSPANS, "lengths given"),
+       "encoder: key/value lengths given (strings not NUL-terminated) encode the same bytes");
+    /* one span per trace (the uploader's usual body) and traces of 16+ spans */
+    for (size_t i = 0; i < NSPANS; i++)
+        sp[i].trace_id = mix(i) | 1;
+    ok(same_as_ref(sp, sp, NSPANS, "one span per trace"), "encoder: one span per trace: msgpack-c's bytes");
+    for (size_t i = 0; i < NSPANS; i++)
+        sp[i].trace_id = i % 3 + 1;
+    ok(same_as_ref(sp, sp, NSPANS, "three traces of 20 spans"),
+       "encoder: three interleaved traces of 20 spans (array16 forms): msgpack-c's bytes");
+
+    /* the body built span by span, reset and reused, is traces_encode's body */
+    traces_body b;
+    traces_body_init(&b);
+    int good = 1;
+    for (int round = 0; round < 3; round++) {
+        traces_body_reset(&b);
+        size_t from = (size_t)round * 7, n = round == 2 ? 0 : NSPANS - from;
+        for (size_t i = from; i < from + n; i++)
+            good &= traces_body_add(&b, &sp_l[i]) == 0;
+        const uint8_t *out;
+        size_t len, nt, rlen, rnt;
+        uint8_t *ref = NULL;
+        good &= traces_body_finish(&b, &out, &len, &nt) == 0;
+        good &= traces_encode(sp_l + from, n, &ref, &rlen, &rnt) == 0;
+        good &= len == rlen && nt == rnt && memcmp(out, ref, len) == 0;
+        free(ref);
+    }
+    traces_body_free(&b);
+    ok(good, "traces_body: built span by span, reset and reused (and empty), the same bytes as "
+             "traces_encode");
+
+    free(sp);
+    free(sp_l);
+    free(meta);
+    free(meta_l);
+    for (size_t i = 0; i < NL; i++)
+        free(str[i]);
+    free(str);
+    free(text);
+}
+
 /* ---- live uploads against tests/intake.py ------------------------------------------ */
 
 typedef struct intake {
@@ -868,6 +1073,168 @@ static void test_live(void)
     free(body);
 }
 
+/* ---- the kept connection ------------------------------------------------------------ */
+
+/* Our sockets connected to the intake (TCP port, or Unix socket path): how
+ * many, and the last one's fd and local port (0 for unix) in *fd, *lport. */
+static int socks_to(int port, const char *path, int *fd, unsigned *lport)
+{
+    int n = 0;
+    for (int f = 0; f < 1024; f++) {
+        struct stat st;
+        if (fstat(f, &st) != 0 || !S_ISSOCK(st.st_mode))
+            continue;
+        struct sockaddr_storage a;
+        socklen_t al = sizeof a;
+        if (getpeername(f, (struct sockaddr *)&a, &al) != 0)
+            continue;
+        if (port && a.ss_family == AF_INET && ntohs(((struct sockaddr_in *)&a)->sin_port) == port) {
+            struct sockaddr_in l;
+            socklen_t ll = sizeof l;
+            getsockname(f, (struct sockaddr *)&l, &ll);
+            if (lport)
+                *lport = ntohs(l.sin_port);
+        } else if (path && a.ss_family == AF_UNIX &&
+                   strcmp(((struct sockaddr_un *)&a)->sun_path, path) == 0) {
+            if (lport)
+                *lport = (unsigned)st.st_ino;
+        } else {
+            continue;
+        }
+        n++;
+        if (fd)
+            *fd = f;
+    }
+    return n;
+}
+
+static int port_of(const char *url)
+{
+    const char *c = strrchr(url, ':');
+    return c && strncmp(url, "http://", 7) == 0 ? atoi(c + 1) : 0;
+}
+
+static void test_kept(void)
+{
+    char script[PATH_MAX + 32];
+    snprintf(script, sizeof script, "%s/tests/intake.py", g_root);
+    if (access(script, R_OK) != 0 || access("/usr/bin/python3", X_OK) != 0) {
+        skip("tests/intake.py or /usr/bin/python3 missing (set DDSHIM_ROOT)", "kept connection");
+        return;
+    }
+    uint8_t *body = NULL;
+    size_t len = 0, nt = 0;
+    traces_encode(FIX, NFIX, &body, &len, &nt);
+    struct traces_meta m = {.lang_version = "gnu11", .tracer_version = "0.1.0"};
+    aio_conn *k = aio_conn_new();
+    ok(k != NULL, "kept: aio_conn_new");
+    if (!k) {
+        free(body);
+        return;
+    }
+
+    for (int use_unix = 0; use_unix < 2; use_unix++) {
+        const char *kind = use_unix ? "unix" : "http";
+        intake in = {0};
+        aio_target t;
+        if (intake_start(&in, use_unix ? "kept-unix" : "kept-http", "ok", use_unix, RATES) < 0 ||
+            aio_url_parse(in.url, &t) < 0) {
+            ok(0, "kept %s: intake started", kind);
+            intake_stop(&in);
+            continue;
+        }
+        int port = use_unix ? 0 : port_of(in.url);
+        const char *path = use_unix ? t.socket_path : NULL;
+        int good = 1, fd = -1;
+        unsigned first = 0, local = 0;
+        for (int i = 0; i < 4; i++) {
+            long status = 0;
+            char *rates = NULL;
+            good &= traces_upload_conn(k, &t, &m, body, len, nt, 5000, &status, &rates) == 0 &&
+                    status == 200 && rates && traces_rate_for(rates, "web", "prod") == 0.5;
+            free(rates);
+            good &= socks_to(port, path, &fd, &local) == 1;
+            if (i == 0)
+                first = local;
+            good &= local == first;
+        }
+        ok(good, "kept %s: four uploads, each 200 with its rates, over one connection", kind);
+        int all = 1;
+        for (int i = 1; i <= 4; i++) {
+            json_t *rec = traces_record(&in, i);
+            size_t got_len = 0;
+            char *got = read_file(jstr(rec, "body_path") ?: "/nonexistent", &got_len);
+            json_t *h = json_object_get(rec, "headers");
+            all &= got && got_len == len && memcmp(got, body, len) == 0 &&
+                   strcmp(jstr(h, "x-datadog-trace-count") ?: "", "3") == 0 &&
+                   strcmp(jstr(rec, "method") ?: "", "PUT") == 0 && !json_object_get(h, "expect");
+            free(got);
+            json_decref(rec);
+        }
+        ok(all, "kept %s: the intake got each PUT whole, with its headers", kind);
+        ok(fd >= 0 && (fcntl(fd, F_GETFD) & FD_CLOEXEC), "kept %s: the connection is close-on-exec",
+           kind);
+
+        /* fork without exec: the child does not hold (or use) the parent's connection */
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(socks_to(port, path, NULL, NULL) == 0 && fcntl(fd, F_GETFD) == -1 ? 0 : 1);
+        int st = -1;
+        waitpid(pid, &st, 0);
+        ok(pid > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+           "kept %s: a fork child has no copy of the connection's socket", kind);
+        long status = 0;
+        good = traces_upload_conn(k, &t, &m, body, len, nt, 5000, &status, NULL) == 0 &&
+               socks_to(port, path, NULL, &local) == 1 && local == first;
+        ok(good, "kept %s: the parent's connection outlives the child's copy", kind);
+        intake_stop(&in);
+        /* the intake is gone: the next upload fails, and no connection is kept */
+        status = -1;
+        int rc = traces_upload_conn(k, &t, &m, body, len, nt, 2000, &status, NULL);
+        ok(rc == -1 && status == 0 && socks_to(port, path, NULL, NULL) == 0,
+           "kept %s: an upload to an intake that went away fails and drops the connection (%d, %ld)",
+           kind, rc, status);
+    }
+
+    intake ok1 = {0}, bad = {0};
+    aio_target t1, tb;
+    if (intake_start(&ok1, "kept-ok1", "ok", 0, NULL) == 0 && aio_url_parse(ok1.url, &t1) == 0 &&
+        intake_start(&bad, "kept-hang", "hang", 0, NULL) == 0 && aio_url_parse(bad.url, &tb) == 0) {
+        long status = 0;
+        int p1 = port_of(ok1.url), pb = port_of(bad.url);
+        unsigned l1 = 0, l2 = 0;
+        traces_upload_conn(k, &t1, &m, body, len, nt, 5000, &status, NULL);
+        socks_to(p1, NULL, NULL, &l1);
+        double t0 = now_ms();
+        int rc = traces_upload_conn(k, &tb, &m, body, len, nt, 600, &status, NULL);
+        double el = now_ms() - t0;
+        ok(rc == -1 && status == 0 && el < 2000 && socks_to(p1, NULL, NULL, NULL) == 0 &&
+               socks_to(pb, NULL, NULL, NULL) == 0,
+           "kept: another target drops the old connection; a timeout (%.0f ms) drops the new one",
+           el);
+        rc = traces_upload_conn(k, &t1, &m, body, len, nt, 5000, &status, NULL);
+        ok(rc == 0 && socks_to(p1, NULL, NULL, &l2) == 1 && l2 != l1,
+           "kept: after a failure the next upload starts on a new connection");
+    } else {
+        ok(0, "kept: intakes started");
+    }
+    intake_stop(&ok1);
+    intake_stop(&bad);
+    if (intake_start(&bad, "kept-500", "500", 0, NULL) == 0 && aio_url_parse(bad.url, &tb) == 0) {
+        long status = 0;
+        int rc = traces_upload_conn(k, &tb, &m, body, len, nt, 5000, &status, NULL);
+        ok(rc == -1 && status == 500 && socks_to(port_of(bad.url), NULL, NULL, NULL) == 0,
+           "kept: an error status drops the connection too (%d, %ld)", rc, status);
+    } else {
+        ok(0, "kept: 500 intake started");
+    }
+    intake_stop(&bad);
+    aio_conn_free(k);
+    aio_conn_free(NULL);
+    free(body);
+}
+
 /* ---- rate lookup ------------------------------------------------------------------ */
 
 static void test_rates(void)
@@ -1071,9 +1438,11 @@ int main(void)
                 system("/usr/bin/python3 -c 'import msgpack' >/dev/null 2>&1") == 0;
 
     test_encode();
+    test_forms();
     test_rates();
     test_jsonl();
     test_live();
+    test_kept();
 
     nftw(g_tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     printf("1..%d\n", n_run);
