@@ -8,8 +8,16 @@
  * Samples arrive through the lock-free ring of preload/ring.h, which the
  * collector drains every 10 ms (no descriptor, no wake-up per sample).
  *
- * The uploader dlopen's libddshim-agent.so (RTLD_LOCAL) on its first delivery,
- * so processes that never produce a profile never load libcurl or libdw. */
+ * Start-up is lazy, because the shim is in every process and most processes
+ * are short (a shell's fork+exec of /bin/true): the constructor and a fork
+ * child start the collector only; the uploader is started the first time
+ * there is something to deliver (a sample or span collected, a loss counted,
+ * a flush asked for), by the collector or by the host thread that flushes at
+ * exit or exec. A process that has collected nothing neither starts the
+ * uploader nor waits for it at exit. The sample tables are allocated on the
+ * first drain that finds a record. The uploader dlopen's libddshim-agent.so
+ * (RTLD_LOCAL) on its first delivery, so processes that never produce a
+ * profile never load libcurl or libdw. */
 #include "agent_io/collector.h"
 
 #include "agent_io/agent_api.h"
@@ -44,9 +52,17 @@
 #define SPAN_FLUSH_BYTES (1u << 20)
 #define TRACE_FLUSH_MS 1000
 
+/* One of the two threads. running: it loops (cleared by the thread itself
+ * when it ends for collector_pause); joinable: it was created and not joined
+ * yet. Both under C.lock. */
+struct shim_thread {
+    pthread_t th;
+    int running, joinable;
+};
+
 static struct {
     const struct shim_config *cfg;
-    pthread_mutex_t lock; /* tables[cur], the control flags */
+    pthread_mutex_t lock; /* tables[cur], the control flags, the thread slots */
     pthread_cond_t wake, done;
     struct stack_table tables[2];
     int cur;
@@ -57,9 +73,10 @@ static struct {
     int64_t traces_due_ns;
     uint64_t flush_req, flush_done; /* flush generations */
     long flush_timeout_ms;
-    int started;
+    int tables_ready;        /* tables[] allocated (on the first record) */
     int pausing;             /* collector_pause: the threads are to end */
-    pthread_t th_collect, th_upload;
+    int upload_busy;         /* the uploader is delivering (not waiting) */
+    struct shim_thread collect, upload;
     int term_flush_pending; /* a terminating-signal handler waits for the flush */
     int64_t period_start_ns;
     uint64_t seq;
@@ -68,7 +85,7 @@ static struct {
     void *agent_lib;
     const struct ddshim_agent_ops *ops;
     void *agent_ctx;
-    char runtime_id[37];
+    char runtime_id[37];     /* made with the agent context: per process */
     char hostname[256];
 } C;
 
@@ -96,35 +113,47 @@ static void make_runtime_id(char out[37])
              b[13], b[14], b[15]);
 }
 
-static int init_state(void)
+/* Everything but the rings, the tables and the counters' baselines: fresh
+ * (constructor, fork child). Single-threaded. */
+static void init_state(void)
 {
     pthread_mutex_init(&C.lock, NULL);
     pthread_cond_init(&C.wake, NULL);
     pthread_cond_init(&C.done, NULL);
     C.cur = 0;
     C.flush_req = C.flush_done = 0;
-    C.started = 0;
+    C.traces_now = 0;
+    C.pausing = 0;
+    C.upload_busy = 0;
+    memset(&C.collect, 0, sizeof C.collect);
+    memset(&C.upload, 0, sizeof C.upload);
     C.seq = 0;
     C.agent_ctx = NULL;
-    C.lost_seen = 0;
-    make_runtime_id(C.runtime_id);
-    if (gethostname(C.hostname, sizeof C.hostname) != 0)
-        C.hostname[0] = '\0';
-    C.hostname[sizeof C.hostname - 1] = '\0';
+    C.runtime_id[0] = '\0';
+    C.hostname[0] = '\0';
     C.period_start_ns = now_ns(CLOCK_REALTIME);
     C.term_flush_pending = 0;
-    return 0;
 }
 
 int collector_init(const struct shim_config *cfg)
 {
     C.cfg = cfg;
-    if (init_state() != 0 || ring_init(&sampler_ring, RING_BYTES) != 0)
-        return -1;
+    init_state();
+    return ring_init(&sampler_ring, RING_BYTES);
+}
+
+/* Allocate the two sample tables (the first time a record is drained).
+ * Caller holds C.lock. Untouched until used: calloc'd and malloc'd sizes this
+ * large are fresh mappings. */
+static void ensure_tables_locked(void)
+{
+    if (C.tables_ready)
+        return;
+    C.tables_ready = 1;
+    /* On failure stacks_add counts every sample as dropped. */
     if (stacks_init(&C.tables[0], MAX_STACKS, MAX_FRAMES_TOTAL) != 0 ||
         stacks_init(&C.tables[1], MAX_STACKS, MAX_FRAMES_TOTAL) != 0)
-        return -1;
-    return 0;
+        log_warn("no memory for the sample tables; CPU samples are dropped (counted)");
 }
 
 static void thread_name_of(int tid, char out[16])
@@ -205,32 +234,85 @@ static void take_span(const void *data, uint32_t len, void *arg)
     }
 }
 
-/* Drain every pending record into the current table. Caller holds C.lock. */
-static void drain_locked(void)
+static int ring_pending(const struct ring *r)
 {
-    ring_drain(&sampler_ring, take_record, NULL);
-    ring_drain(&conn_span_ring, take_span, NULL);
+    return r->buf && __atomic_load_n(&r->head, __ATOMIC_ACQUIRE) !=
+                         __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE);
 }
 
-static void block_all_signals(void)
+/* Drain every pending record into the current table. Caller holds C.lock.
+ * Host threads (exit, exec) and the uploader come here; the collector drains
+ * even empty rings, which also keeps their pages ahead of the producers
+ * resident (preload/ring.c). */
+static void drain_locked(void)
 {
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, NULL);
+    if (ring_pending(&sampler_ring)) {
+        ensure_tables_locked();
+        ring_drain(&sampler_ring, take_record, NULL);
+    }
+    if (ring_pending(&conn_span_ring))
+        ring_drain(&conn_span_ring, take_span, NULL);
+}
+
+static uint64_t sampler_losses(void);
+static int start_thread_locked(struct shim_thread *s, void *(*fn)(void *));
+static void *uploader_thread(void *arg);
+
+/* Anything the uploader would deliver (a sample, a loss, a span, a drop),
+ * or a delivery under way that an exit must not cut short? Caller holds
+ * C.lock, after a drain. */
+static int pending_locked(void)
+{
+    const struct stack_table *t = &C.tables[C.cur];
+    return t->len > 0 || t->dropped_samples > 0 || sampler_losses() != C.lost_seen ||
+           C.spans[C.span_cur].count > 0 || C.spans_dropped > 0 ||
+           C.flush_req != C.flush_done || C.upload_busy;
+}
+
+/* The uploader is started the first time there is something for it.
+ * Caller holds C.lock; runs on the collector thread or on a host thread that
+ * flushes (signals blocked around the creation: the thread inherits the mask). */
+static void want_uploader_locked(void)
+{
+    if (C.upload.running || C.pausing || !pending_locked())
+        return;
+    if (start_thread_locked(&C.upload, uploader_thread) != 0)
+        log_info("cannot start the uploader thread; retrying on the next collection");
+}
+
+static void name_self(const char *name)
+{
+    /* The calling thread names itself: one prctl, no /proc file. */
+    pthread_setname_np(pthread_self(), name);
 }
 
 static void *collector_thread(void *arg)
 {
     (void)arg;
     sampler_tls.shim_thread = 1;
+    name_self("ddshim-collect");
+    const int64_t period_ns = (int64_t)C.cfg->upload_period_s * 1000000000LL;
     for (;;) {
         /* The ring holds ~1 s of samples of dozens of busy threads; looking
          * every 10 ms keeps it far from full at a few wake-ups a second's cost. */
         struct timespec d = {0, COLLECT_INTERVAL_MS * 1000000L};
         nanosleep(&d, NULL);
         pthread_mutex_lock(&C.lock);
-        drain_locked();
+        if (ring_pending(&sampler_ring))
+            ensure_tables_locked();
+        ring_drain(&sampler_ring, take_record, NULL);
+        ring_drain(&conn_span_ring, take_span, NULL);
         int stop = C.pausing;
+        if (stop) {
+            C.collect.running = 0;
+        } else if (!C.upload.running) {
+            want_uploader_locked();
+            /* No uploader to close the profile periods: an empty one starts
+             * again, as the uploader's deliver() would have it. */
+            int64_t now = now_ns(CLOCK_REALTIME);
+            if (!C.upload.running && now - C.period_start_ns >= period_ns)
+                C.period_start_ns = now;
+        }
         pthread_mutex_unlock(&C.lock);
         if (stop)
             return NULL;
@@ -277,6 +359,11 @@ static int ensure_agent(void)
     if (load_agent() != 0)
         return -1;
     if (!C.agent_ctx) {
+        if (!C.runtime_id[0])
+            make_runtime_id(C.runtime_id);
+        if (gethostname(C.hostname, sizeof C.hostname) != 0)
+            C.hostname[0] = '\0';
+        C.hostname[sizeof C.hostname - 1] = '\0';
         struct agent_settings s = {.cfg = C.cfg, .runtime_id = C.runtime_id,
                                    .hostname = C.hostname, .pid = getpid()};
         C.agent_ctx = C.ops->create(&s);
@@ -356,6 +443,7 @@ static void *uploader_thread(void *arg)
 {
     (void)arg;
     sampler_tls.shim_thread = 1;
+    name_self("ddshim-upload");
     long period_ms = (long)C.cfg->upload_period_s * 1000;
     C.traces_due_ns = now_ns(CLOCK_REALTIME) + TRACE_FLUSH_MS * 1000000LL;
     for (;;) {
@@ -366,14 +454,21 @@ static void *uploader_thread(void *arg)
             due = C.traces_due_ns;
         struct timespec dl = {due / 1000000000LL, due % 1000000000LL};
         pthread_mutex_lock(&C.lock);
+        C.upload_busy = 0;
         int r = 0;
         while (C.flush_req == C.flush_done && !C.pausing && !C.traces_now && r != ETIMEDOUT)
             r = pthread_cond_timedwait(&C.wake, &C.lock, &dl);
+        /* From here to the next wait: a periodic delivery may be in flight. */
+        C.upload_busy = 1;
         int traces_now = C.traces_now;
         C.traces_now = 0;
         uint64_t req = C.flush_req;
         long flush_timeout = C.flush_timeout_ms;
         int stop = C.pausing;
+        if (stop) {
+            C.upload.running = 0;
+            pthread_cond_broadcast(&C.done); /* a final flush waits no more */
+        }
         pthread_mutex_unlock(&C.lock);
         if (stop)
             return NULL;
@@ -406,44 +501,66 @@ static void *uploader_thread(void *arg)
     return NULL;
 }
 
-int collector_start(void)
+/* Create one of the threads with every signal blocked (threads inherit the
+ * creator's mask). Caller holds C.lock. 0 or an errno. */
+static int start_thread_locked(struct shim_thread *s, void *(*fn)(void *))
 {
+    if (s->joinable) {
+        /* Ended for an earlier collector_pause that did not wait for it. */
+        pthread_join(s->th, NULL);
+        s->joinable = 0;
+    }
     sigset_t all, old;
     sigfillset(&all);
-    /* Threads inherit the creator's mask: create them with everything blocked. */
     pthread_sigmask(SIG_SETMASK, &all, &old);
     pthread_attr_t a;
     pthread_attr_init(&a);
     /* Joinable: collector_pause must know they are gone. */
     pthread_attr_setstacksize(&a, 256 * 1024);
-    C.pausing = 0;
-    int rc = hooks_real_pthread_create(&C.th_collect, &a, collector_thread, NULL);
-    if (rc == 0) {
-        pthread_setname_np(C.th_collect, "ddshim-collect");
-        rc = hooks_real_pthread_create(&C.th_upload, &a, uploader_thread, NULL);
-        if (rc == 0) {
-            pthread_setname_np(C.th_upload, "ddshim-upload");
-        } else {
-            C.pausing = 1;
-            pthread_join(C.th_collect, NULL);
-        }
-    }
+    int rc = hooks_real_pthread_create(&s->th, &a, fn, NULL);
     pthread_attr_destroy(&a);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    (void)block_all_signals;
+    if (rc == 0)
+        s->running = s->joinable = 1;
+    return rc;
+}
+
+int collector_start(void)
+{
+    pthread_mutex_lock(&C.lock);
+    C.pausing = 0;
+    int rc = C.collect.running ? 0 : start_thread_locked(&C.collect, collector_thread);
+    /* Something may be waiting already (after a pause, or a fork child's
+     * inherited flush): the collector starts the uploader on its first tick. */
+    pthread_mutex_unlock(&C.lock);
     if (rc != 0) {
-        log_warn("cannot start the uploader thread (%s); CPU profiling is off", strerror(rc));
+        log_warn("cannot start the collector thread (%s); the shim is off", strerror(rc));
         return -1;
     }
-    C.started = 1;
+    return 0;
+}
+
+/* Join s until the deadline; 0 when it is gone. Without C.lock. */
+static int join_until(struct shim_thread *s, int was_joinable, const struct timespec *dl)
+{
+    if (!was_joinable)
+        return 0;
+    if (pthread_timedjoin_np(s->th, NULL, dl) != 0)
+        return -1;
+    pthread_mutex_lock(&C.lock);
+    s->joinable = s->running = 0;
+    pthread_mutex_unlock(&C.lock);
     return 0;
 }
 
 int collector_pause(long timeout_ms)
 {
-    if (!C.started)
-        return 0;
     pthread_mutex_lock(&C.lock);
+    int jc = C.collect.joinable, ju = C.upload.joinable;
+    if (!jc && !ju) {
+        pthread_mutex_unlock(&C.lock);
+        return 0;
+    }
     C.pausing = 1;
     pthread_cond_broadcast(&C.wake);
     pthread_mutex_unlock(&C.lock);
@@ -455,41 +572,36 @@ int collector_pause(long timeout_ms)
         dl.tv_sec++;
         dl.tv_nsec -= 1000000000L;
     }
-    int a = pthread_timedjoin_np(C.th_collect, NULL, &dl);
-    int b = pthread_timedjoin_np(C.th_upload, NULL, &dl);
+    int a = join_until(&C.collect, jc, &dl);
+    int b = join_until(&C.upload, ju, &dl);
     if (a != 0 || b != 0) {
-        /* The uploader is stuck in a delivery: it ends when that does. */
+        /* The uploader is stuck in a delivery: it ends when that does (and is
+         * joined by the next start), or goes on if resumed before. */
         log_info("the shim's threads did not stop in time for the program's unshare/setns");
-        C.started = 0;
         return -1;
     }
-    C.started = 0;
     return 1;
 }
 
 void collector_resume(void)
 {
-    if (C.started)
-        return;
     collector_start();
 }
 
-int collector_has_data(void)
+int collector_threads_hold(void)
 {
-    if (!C.started)
-        return 0;
     pthread_mutex_lock(&C.lock);
-    int any = C.tables[C.cur].len > 0 || C.spans[C.span_cur].count > 0;
+    return C.collect.joinable + C.upload.joinable;
+}
+
+void collector_threads_release(void)
+{
     pthread_mutex_unlock(&C.lock);
-    if (!any)
-        any = __atomic_load_n(&sampler_ring.head, __ATOMIC_ACQUIRE) !=
-              __atomic_load_n(&sampler_ring.tail, __ATOMIC_ACQUIRE);
-    return any;
 }
 
 void collector_final_flush(long timeout_ms)
 {
-    if (!C.started || timeout_ms <= 0)
+    if (timeout_ms <= 0)
         return;
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
@@ -500,12 +612,26 @@ void collector_final_flush(long timeout_ms)
         dl.tv_nsec -= 1000000000L;
     }
     pthread_mutex_lock(&C.lock);
+    /* Collect what is in the rings now, on this thread: a process that has
+     * nothing to deliver does not wait for anyone. */
+    drain_locked();
+    if (!pending_locked()) {
+        pthread_mutex_unlock(&C.lock);
+        return;
+    }
     /* The uploader reads this as its time budget: leave it a margin. */
     C.flush_timeout_ms = timeout_ms > 100 ? timeout_ms - 50 : timeout_ms;
     uint64_t want = ++C.flush_req;
+    want_uploader_locked();
+    if (!C.upload.running) {
+        C.flush_req--; /* nobody to do it (paused, or no thread could start) */
+        pthread_mutex_unlock(&C.lock);
+        log_info("the final profile was not delivered: the uploader is not running");
+        return;
+    }
     pthread_cond_broadcast(&C.wake);
     int r = 0;
-    while (C.flush_done < want && r != ETIMEDOUT)
+    while (C.flush_done < want && C.upload.running && r != ETIMEDOUT)
         r = pthread_cond_timedwait(&C.done, &C.lock, &dl);
     int ok = C.flush_done >= want;
     pthread_mutex_unlock(&C.lock);
@@ -516,24 +642,20 @@ void collector_final_flush(long timeout_ms)
 int collector_after_fork_child(void)
 {
     /* The parent's threads do not exist here; their locks and tables are
-     * abandoned as they were (copies of the parent's memory). */
+     * abandoned as they were (copies of the parent's memory, shared with it
+     * until written: never touched here). Nothing is allocated and no thread
+     * is started but the collector: a child that execs at once pays for
+     * little more than that. */
     C.agent_ctx = NULL;
     ring_reset(&sampler_ring);
     memset(C.spans, 0, sizeof C.spans); /* the parent's buffers are abandoned with its threads */
     C.span_cur = 0;
     C.spans_dropped = 0;
-    struct stack_table fresh[2];
-    if (stacks_init(&fresh[0], MAX_STACKS, MAX_FRAMES_TOTAL) != 0 ||
-        stacks_init(&fresh[1], MAX_STACKS, MAX_FRAMES_TOTAL) != 0)
-        return -1;
-    C.tables[0] = fresh[0];
-    C.tables[1] = fresh[1];
-    if (init_state() != 0)
-        return -1;
+    memset(C.tables, 0, sizeof C.tables);
+    C.tables_ready = 0;
+    init_state();
     C.lost_seen = sampler_losses();
     C.samples_seen = sampler_counters.samples;
     C.handler_ns_seen = sampler_counters.handler_ns;
-    if (collector_start() != 0)
-        return -1;
     return 0;
 }

@@ -35,6 +35,7 @@ static const char *plain_getenv(const char *name)
     return getenv(name);
 }
 
+/* Both return at once when nothing was collected (most short processes). */
 static void at_exit_flush(void)
 {
     if (!shim_active)
@@ -44,7 +45,7 @@ static void at_exit_flush(void)
 
 void shim_before_exec(void)
 {
-    if (shim_active && collector_has_data())
+    if (shim_active)
         collector_final_flush(EXEC_FLUSH_MS);
 }
 
@@ -60,6 +61,9 @@ static void fork_parent(void)
         conn_after_fork(0);
 }
 
+/* A fork child: single-threaded, often about to exec. Reset (cheaply: no
+ * page of the parent's is written) and re-arm this thread, then start the
+ * collector alone; the uploader follows only if something is collected. */
 static void fork_child(void)
 {
     sampler_tls.in_loader--;
@@ -67,13 +71,16 @@ static void fork_child(void)
         return;
     if (conn_state)
         conn_after_fork(1);
-    if (collector_after_fork_child() != 0) {
-        shim_active = shim_profiling_on = 0;
-        sampler_active = 0;
-        return;
-    }
+    collector_after_fork_child();
     if (shim_profiling_on)
         sampler_after_fork_child();
+    /* Last: nothing may reset the rings while the collector drains them. */
+    if (collector_start() != 0) {
+        if (shim_profiling_on)
+            sampler_shutdown();
+        shim_active = shim_profiling_on = 0;
+        sampler_active = 0;
+    }
 }
 
 /* SIGTERM and SIGINT left at their default (terminate): hold them so the
