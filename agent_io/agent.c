@@ -58,6 +58,7 @@ static void *agent_create(const struct agent_settings *s)
     snprintf(c->hostname, sizeof c->hostname, "%s", s->hostname);
     c->pid = s->pid;
     aio_global_init();
+    aio_announce = s->cfg->announce;
     aio_container_id(c->container_id, sizeof c->container_id);
     if (c->cfg->agent_enabled && aio_url_parse(c->cfg->agent_url, &c->target) == 0) {
         c->target_ok = 1;
@@ -316,6 +317,11 @@ static int agent_up(struct agent_ctx *c, long timeout_ms)
     return c->agent_state > 0;
 }
 
+static const char *agent_where(const struct agent_ctx *c)
+{
+    return c->target.kind == AIO_URL_UNIX ? c->target.socket_path : c->target.base;
+}
+
 /* Send one spooled payload again (spool_drain's callback). */
 static int resend(void *p, const struct spool_entry *e, long timeout_ms)
 {
@@ -417,7 +423,7 @@ static int agent_deliver(void *p, const struct agent_profile *prof, long timeout
         if (aio_upload_profile(&c->target, &meta, gz, len, left, &status) == 0) {
             delivered = to_agent = 1;
         } else {
-            log_info("profile upload to %s failed (HTTP status %ld)", cfg->agent_url, status);
+            log_info("profile upload to %s failed (HTTP status %ld)", agent_where(c), status);
             if (spool_retryable(status))
                 agent_down(c);
         }
@@ -442,14 +448,14 @@ static int agent_deliver(void *p, const struct agent_profile *prof, long timeout
     if (!c->said_where && delivered) {
         c->said_where = 1;
         if (to_agent && path[0])
-            log_info("profiles go to the Agent at %s and to %s", cfg->agent_url, cfg->output_dir);
+            log_info("profiles go to the Agent at %s and to %s", agent_where(c), cfg->output_dir);
         else if (to_agent)
-            log_info("profiles go to the Agent at %s", cfg->agent_url);
+            log_info("profiles go to the Agent at %s", agent_where(c));
         else if (cfg->output_dir_set)
             log_msg(cfg->announce ? LOG_WARN : LOG_INFO, "profiles are written to %s", cfg->output_dir);
         else
             log_msg(cfg->announce ? LOG_WARN : LOG_INFO,
-                    "no Datadog Agent at %s; profiles are written to %s", cfg->agent_url,
+                    "no Datadog Agent at %s; profiles are written to %s", agent_where(c),
                     cfg->output_dir);
     }
     free(gz);
@@ -478,7 +484,7 @@ static int agent_deliver_traces(void *p, const uint8_t *recs, size_t len, size_t
     if (!c->said_traces && (to_agent || to_file)) {
         c->said_traces = 1;
         if (to_agent)
-            log_info("traces go to the Agent at %s", c->cfg->agent_url);
+            log_info("traces go to the Agent at %s", agent_where(c));
         else
             log_msg(c->cfg->announce ? LOG_WARN : LOG_INFO, "%straces are written to %s/%s.%lld.traces.jsonl",
                      c->cfg->output_dir_set ? "" : "no Datadog Agent answers; ", c->cfg->output_dir,

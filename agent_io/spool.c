@@ -4,9 +4,12 @@
  * Layout of the directory (0700, owned by us, opened O_NOFOLLOW; every
  * operation goes through that descriptor, so a path swapped meanwhile is not
  * followed):
- *   <16 hex digits: CLOCK_REALTIME ns>-<pid>-<n>.p|.t   a waiting payload
+ *   <16 hex: CLOCK_REALTIME ns>-<pid>-<n>-<8 hex: agent>.p|.t   a waiting payload
  *   <that name>.c<pid>                                  claimed by <pid> (being sent)
  *   .tmp-<pid>-<n>                                      being written
+ * <agent> is a hash of the Agent URL the payload is for: a directory shared by
+ * processes of several Agents is skipped through by name, without a rename or
+ * a read per foreign payload (the header's URL stays the authority).
  * Names sort by creation time, so "oldest first" is name order. A file is
  * written under its temporary name (0600, O_EXCL, O_NOFOLLOW) and renamed into
  * place complete. Claims and temporaries left by a process that died are taken
@@ -39,6 +42,7 @@
 struct spool {
     char dir[1024];
     char agent_url[512];
+    char agent_tag[9];    /* 8 hex digits: FNV-1a of agent_url */
     uint64_t max_bytes;
     int64_t pid;
     uint64_t n;
@@ -59,7 +63,14 @@ struct spool *spool_new(const char *dir, uint64_t max_bytes, const char *agent_u
     if (!s)
         return NULL;
     snprintf(s->dir, sizeof s->dir, "%s", dir);
+    /* "link/" would resolve the link before O_NOFOLLOW could refuse it */
+    for (size_t n = strlen(s->dir); n > 1 && s->dir[n - 1] == '/';)
+        s->dir[--n] = '\0';
     snprintf(s->agent_url, sizeof s->agent_url, "%s", agent_url ? agent_url : "");
+    uint32_t h = 2166136261u;
+    for (const unsigned char *u = (const unsigned char *)s->agent_url; *u; u++)
+        h = (h ^ *u) * 16777619u;
+    snprintf(s->agent_tag, sizeof s->agent_tag, "%08" PRIx32, h);
     s->max_bytes = max_bytes;
     s->pid = pid;
     s->warn_level = announce ? LOG_WARN : LOG_INFO;
@@ -284,8 +295,8 @@ int spool_put(struct spool *s, int kind, const char *container_id, const void *e
     uint64_t n = s->n++;
     char tmp[64], name[64];
     snprintf(tmp, sizeof tmp, ".tmp-%" PRId64 "-%" PRIu64, s->pid, n);
-    snprintf(name, sizeof name, "%016" PRIx64 "-%" PRId64 "-%" PRIu64 ".%c", (uint64_t)realtime_ns(), s->pid,
-             n, kind == SPOOL_PROFILE ? 'p' : 't');
+    snprintf(name, sizeof name, "%016" PRIx64 "-%" PRId64 "-%" PRIu64 "-%s.%c", (uint64_t)realtime_ns(),
+             s->pid, n, s->agent_tag, kind == SPOOL_PROFILE ? 'p' : 't');
     int rc = -1;
     int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd >= 0) {
@@ -390,6 +401,19 @@ static char *read_file_at(int dfd, const char *name, size_t *len)
     return buf;
 }
 
+/* A payload named for another Agent (by its name's tag; names without one,
+ * written by an earlier version, are read to find out). */
+static int foreign(const struct spool *s, const char *name)
+{
+    const char *dot = strchr(name + 17, '.');
+    if (!dot || dot - name < 17 + 9 || dot[-9] != '-')
+        return 0;
+    int dashes = 0;
+    for (const char *c = name + 17; c < dot; c++)
+        dashes += *c == '-';
+    return dashes == 2 && memcmp(dot - 8, s->agent_tag, 8) != 0;
+}
+
 /* "<entry>" from "<entry>.c<pid>" (in place). */
 static void strip_claim(char *name)
 {
@@ -413,7 +437,8 @@ int spool_drain(struct spool *s, int64_t deadline_ns, spool_send_fn send, void *
     int sent = 0;
     for (size_t i = 0; i < l.n; i++) {
         struct file *f = &l.f[i];
-        if (f->type == F_TMP || (f->type == F_CLAIM && (f->owner == s->pid || !pid_dead(f->owner))))
+        if (f->type == F_TMP || (f->type == F_CLAIM && (f->owner == s->pid || !pid_dead(f->owner))) ||
+            foreign(s, f->name))
             continue;
         int64_t left_ms = (deadline_ns - mono_ns()) / 1000000;
         if (left_ms < 20)
@@ -472,7 +497,7 @@ int spool_pending(struct spool *s)
     int n = 0;
     if (scan(s, dfd, &l) == 0) {
         for (size_t i = 0; i < l.n; i++)
-            n += l.f[i].type == F_ENTRY;
+            n += l.f[i].type == F_ENTRY && !foreign(s, l.f[i].name);
         free(l.f);
     }
     close(dfd);

@@ -138,7 +138,18 @@ static const char *get(const char *(*g)(const char *), const char *name)
 
 static void bad(const char *var, const char *val, const char *accepts, const char *effect)
 {
-    log_error("%s=\"%.64s\" is not valid (accepts %s); %s", var, val, accepts, effect);
+    /* A URL may carry user:password@ or ?key=value: never echo those. */
+    char shown[96];
+    const char *s = strstr(val, "://");
+    const char *auth = s ? s + 3 : val;
+    size_t alen = strcspn(auth, "/?#");
+    const char *at = memrchr(auth, '@', alen);
+    if (at)
+        snprintf(shown, sizeof shown, "%.*s***@%.*s", (int)(auth - val), val,
+                 (int)strcspn(at + 1, "?#"), at + 1);
+    else
+        snprintf(shown, sizeof shown, "%.*s", (int)strcspn(val, "?#"), val);
+    log_error("%s=\"%.64s\" is not valid (accepts %s); %s", var, shown, accepts, effect);
 }
 
 static void append_tag(char *tags, size_t cap, const char *k, size_t klen, const char *v,

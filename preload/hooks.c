@@ -73,6 +73,7 @@ static void (*real_closefrom)(int);
 static int (*real_dup2)(int, int);
 static int (*real_dup3)(int, int, int);
 static int (*real_pipe2)(int[2], int);
+static int (*real_socketpair)(int, int, int, int[2]);
 static int (*real_accept)(int, struct sockaddr *, socklen_t *);
 static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
 static ssize_t (*real_read)(int, void *, size_t);
@@ -266,7 +267,7 @@ static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 
 /* Host threads started through pthread_create and still running, and whether
  * main has left with pthread_exit. glibc ends such a process with exit(0)
- * when its last thread ends; the shim's own two threads never end, so the
+ * when its last thread ends; the shim's own threads never end, so the
  * shim does it for glibc when the last host thread does. */
 static int host_threads;
 static volatile int main_left;
@@ -276,24 +277,25 @@ static pid_t tid_now(void)
     return (pid_t)syscall(SYS_gettid);
 }
 
-/* Threads of the process besides the caller and the shim's two, counted in
- * /proc (threads made before the shim started, or with raw clone, are not in
- * host_threads). */
+/* Threads of the process besides the caller and the shim's (none, one or
+ * two: they start when needed), counted in /proc (threads made before the
+ * shim started, or with raw clone, are not in host_threads). */
 static int other_threads(void)
 {
+    int shim = collector_threads_hold(); /* no shim thread starts meanwhile */
     int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 1; /* unknown: assume others, keep glibc's behaviour */
     char buf[4096];
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    collector_threads_release();
     if (n <= 0)
-        return 1;
+        return 1; /* unknown: assume others, keep glibc's behaviour */
     buf[n] = '\0';
     const char *p = strstr(buf, "\nThreads:");
     if (!p)
         return 1;
-    return atoi(p + 9) - 1 - 2;
+    return atoi(p + 9) - 1 - shim;
 }
 
 static void host_thread_gone(void)
@@ -661,6 +663,19 @@ EXPORT int dup(int oldfd)
     if (rc >= 0)
         conn_on_dup(oldfd, rc);
     return rc;
+}
+
+/* The shim's own threads never hand a descriptor to a program the host
+ * execs: libcurl opens a socketpair (its multi handle's wake-up pair) per
+ * transfer without SOCK_CLOEXEC. */
+EXPORT int socketpair(int domain, int type, int protocol, int sv[2])
+{
+    RESOLVE(socketpair);
+    if (sampler_tls.shim_thread)
+        type |= SOCK_CLOEXEC;
+    if (!real_socketpair)
+        return (int)syscall(SYS_socketpair, domain, type, protocol, sv);
+    return real_socketpair(domain, type, protocol, sv);
 }
 
 /* Async-signal-safe. libunwind (re)creates its validation pipe with pipe2. */

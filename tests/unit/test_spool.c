@@ -171,6 +171,27 @@ int main(void)
     g = (struct got){.answer_after = -1, .refuse_index = -1};
     ok(spool_drain(s, mono_ns() + 1000000000LL, record, &g) == 0 && g.n == 0 && count_files(dir, ".t") == 1,
        "a payload for another Agent URL is not delivered, and stays");
+    ok(spool_pending(s) == 0 && spool_pending(other) == 1,
+       "another Agent's payload is told apart by its name (not pending for this one)");
+    {
+        /* A name without the Agent tag (an earlier version's): read to find out. */
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        char from[600] = "", to[600] = "";
+        while (d && (de = readdir(d))) {
+            char *dot = strrchr(de->d_name, '.');
+            if (dot && strcmp(dot, ".t") == 0 && dot - de->d_name > 9) {
+                snprintf(from, sizeof from, "%s/%s", dir, de->d_name);
+                snprintf(to, sizeof to, "%s/%.*s.t", dir, (int)(dot - de->d_name - 9), de->d_name);
+            }
+        }
+        if (d)
+            closedir(d);
+        ok(from[0] && rename(from, to) == 0 && spool_pending(s) == 1, "an untagged name counts as pending");
+        g = (struct got){.answer_after = -1, .refuse_index = -1};
+        ok(spool_drain(s, mono_ns() + 1000000000LL, record, &g) == 0 && g.n == 0 && access(to, F_OK) == 0,
+           "an untagged payload for another Agent is read, not delivered, and stays");
+    }
     g = (struct got){.answer_after = -1, .refuse_index = -1};
     ok(spool_drain(other, mono_ns() + 1000000000LL, record, &g) == 1 && strcmp(g.body[0], "for-b") == 0,
        "its own Agent's process delivers it");
