@@ -3,11 +3,27 @@
 #   make test       unit + end-to-end tests; last line "N passed, N failed"
 #   make run        profile an example program on the embedded default, print its top functions
 #   make deps       install the Debian packages of scripts/deps.txt
-#   SANITIZER=address|undefined   build everything with that sanitizer
+#   SANITIZER=address|undefined   build everything with that sanitizer, in its own
+#                   directory (build-asan/ or build-ubsan/; B=dir overrides), so its
+#                   objects never mix with the plain build/. `make test SANITIZER=...`
+#                   runs every test on that build (tests/run.sh: options, reports).
+#   TESTS="test_sym test_upload.py"   run only these tests (with `make test`)
 
 CC        ?= gcc
 SANITIZER ?=
-B         := build
+ifeq ($(SANITIZER),address)
+  SANB    := build-asan
+else ifeq ($(SANITIZER),undefined)
+  SANB    := build-ubsan
+else ifeq ($(SANITIZER),)
+  SANB    := build
+else
+  $(error SANITIZER must be address or undefined)
+endif
+# Only `make B=dir` overrides the build directory (not a B in the environment).
+ifneq ($(origin B),command line)
+  B       := $(SANB)
+endif
 PROTO     := /usr/share/gocode/src/github.com/google/pprof/proto/profile.proto
 VERSION   := 0.1.0
 
@@ -131,7 +147,14 @@ PROGS := $(patsubst tests/progs/%.c,$(B)/progs/%,$(filter-out tests/progs/lib%,$
          $(patsubst examples/%.c,$(B)/progs/%,$(wildcard examples/*.c))
 $(patsubst tests/progs/%.cc,$(B)/progs/%,$(wildcard tests/progs/*.cc)): $(B)/progs/libsymlib.so
 
-test: $(DEPS_STAMP) all $(UNIT_TESTS) $(PROGS)
+# SANITIZER=address: tests/run.sh preloads this right after the ASan runtime
+# (tests/san/asan_swift_demangle.c says why); never part of the shim.
+SAN_TEST := $(if $(filter address,$(SANITIZER)),$(B)/tests/libasan_swift_demangle.so)
+$(B)/tests/libasan_swift_demangle.so: tests/san/asan_swift_demangle.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -fPIC -shared -o $@ $<
+
+test: $(DEPS_STAMP) all $(UNIT_TESTS) $(PROGS) $(SAN_TEST)
 	@B=$(B) SANITIZER=$(SANITIZER) sh tests/run.sh
 
 run: $(DEPS_STAMP) all $(B)/progs/busy

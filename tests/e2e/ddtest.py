@@ -16,6 +16,15 @@ ROOT = os.environ.get("DDSHIM_ROOT") or os.path.abspath(os.path.join(os.path.dir
 B = os.path.join(ROOT, os.environ.get("B", "build"))
 LIB = os.environ.get("DDSHIM_LIB") or os.path.join(B, "libddshim.so")
 PROGS = os.path.join(B, "progs")
+# `make test SANITIZER=address`: libddshim.so needs the ASan runtime, which must be
+# the first object in LD_PRELOAD (tests/run.sh sets this; empty otherwise).
+SAN_PRELOAD = os.environ.get("DDSHIM_SAN_PRELOAD", "")
+SANITIZER = os.environ.get("SANITIZER", "")  # "address", "undefined" or ""
+
+
+def preload_of(lib):
+    """The LD_PRELOAD value that loads lib (and the sanitizer runtime it needs)."""
+    return SAN_PRELOAD + ":" + lib if SAN_PRELOAD else lib
 
 
 class Tap:
@@ -65,7 +74,7 @@ def shim_env(out_dir=None, agent=None, extra=None, preload=True):
         if k.startswith("DD_") or k.startswith("OTEL_"):
             del env[k]
     if preload:
-        env["LD_PRELOAD"] = LIB
+        env["LD_PRELOAD"] = preload_of(LIB)
     if out_dir:
         env["DD_SHIM_OUTPUT_DIR"] = out_dir
     # Nothing listens on port 1: "no Agent" unless a test starts an intake.

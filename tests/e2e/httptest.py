@@ -103,7 +103,10 @@ pid %(log)s/nginx.pid;
 error_log %(log)s/error.log warn;
 events { worker_connections 256; use epoll; }
 http {
-    access_log %(log)s/access.log;
+    # combined, then $bytes_sent: 0 when not a byte of the response left
+    log_format withsent '$remote_addr - $remote_user [$time_local] "$request" '
+                        '$status $body_bytes_sent "$http_referer" "$http_user_agent" $bytes_sent';
+    access_log %(log)s/access.log withsent;
     sendfile on;
     keepalive_requests 100000;
     client_body_temp_path %(log)s/body;

@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 
-from ddtest import LIB, PROGS, Tap, have_go, pprof_raw, pprof_top, profiles_in, run, shim_env, tmpdir
+from ddtest import LIB, PROGS, SAN_PRELOAD, Tap, have_go, pprof_raw, pprof_top, profiles_in, run, shim_env, tmpdir
 
 t = Tap()
 go = have_go()
@@ -168,6 +168,20 @@ try:
     os.chmod(link, 0o4755)  # preloading into setuid programs needs the set-user-ID bit on the library
     env = shim_env(out, extra={"DD_SHIM_LOG_LEVEL": "debug"})
     env["LD_PRELOAD"] = "libddshim-test-secure.so"
+    if SAN_PRELOAD:
+        # SANITIZER=address: the ASan runtime the library needs must come first,
+        # and is subject to the same rule (a set-user-ID copy in a trusted path;
+        # its soname, libasan.so.8, also satisfies the library's dependency; ASan
+        # checks that the first object's name has "libasan.so" in it). And the
+        # program is set-group-ID instead, AT_SECURE as well: with euid nobody
+        # the runtime could neither read its options from /proc/self/environ
+        # nor run LeakSanitizer (ptrace) at exit; with euid root it can.
+        san = os.path.join(libdir, "libasan.so.ddshim-test")
+        shutil.copy(SAN_PRELOAD.split(":")[0], san)
+        os.chmod(san, 0o4755)
+        env["LD_PRELOAD"] = "libasan.so.ddshim-test:libddshim-test-secure.so"
+        os.chown(prog, 0, pwd.getpwnam("nobody").pw_gid)
+        os.chmod(prog, 0o2755)
     # Run by root, a set-user-ID-nobody program has euid != uid: AT_SECURE.
     p = run([prog, "300", "maps"], env)
     maps_ok = p.returncode == 0 and "busy: done" in p.out and "libddshim-test-secure.so" in p.out
@@ -175,6 +189,8 @@ try:
          "a setuid (AT_SECURE) process: shim loaded but does nothing (no profile, no log)", p.err)
     os.unlink(link)
     os.unlink(os.path.join(libdir, "libddshim-agent.so"))
+    if SAN_PRELOAD:
+        os.unlink(san)
 except (KeyError, PermissionError, FileNotFoundError) as e:
     t.skip("AT_SECURE process left alone", "needs root: %s" % e)
 

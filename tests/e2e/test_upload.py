@@ -58,7 +58,8 @@ try:
                                        "process_id:"))
     t.ok(len(ups) >= 3, "http: a 3.5 s program with a 1 s period uploads several profiles (%d)" % len(ups))
     if total is not None:
-        t.ok(3.2 <= total <= 3.8, "http: the uploads add up to the program's CPU (%.2f s of 3.5)" % total)
+        # busy stops at 3.5 s of its own thread's CPU (the shim's threads not counted)
+        t.ok(3.3 <= total <= 3.7, "http: the uploads add up to the program's CPU (%.2f s of 3.5)" % total)
     t.ok(not profiles_in(os.path.join(os.getcwd(), "ddshim-out")) or True, "no local files needed with an Agent")
     lines = [l for l in p.err.splitlines() if l.startswith("ddshim:")]
     t.ok(not lines, "with an Agent answering, the host's stderr is untouched", p.err)
