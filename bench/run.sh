@@ -3,6 +3,7 @@
 # (issue 5) side by side with the peers and write bench/RESULTS.md.
 # Runs in about 10 minutes on 2 cores (under 15 from a fresh build).
 #   BENCH_ONLY=sampling,accuracy,handler,http,hook,redis,footprint   a subset
+#   BENCH_ONLY=startup            only start-up and the fork+exec loop (4b)
 #   BENCH_QUICK=1                                                    a smoke run (not a measurement)
 set -eu
 cd "$(dirname "$0")/.."
@@ -37,8 +38,13 @@ F="-O2 -g -pthread -D_GNU_SOURCE"
 for p in work hookpath stacks exitprobe spawn; do
     $CC $F -fomit-frame-pointer -o build/bench/$p bench/$p.c
 done
+# The hook path without LD_PRELOAD: bench/hookpath.c calls the shim's
+# per-request code itself and times it (section 3b).
+$CC $F -std=gnu11 -fPIC -fomit-frame-pointer -DHOOKPATH_DIRECT -I. -o build/bench/hookpath-direct \
+    bench/hookpath.c http/conn.c http/parser.c preload/ring.c
 $CC $F -fno-omit-frame-pointer -o build/bench/deep-fp tests/progs/deep.c
-$CC $F -fomit-frame-pointer -o build/bench/unwindcost bench/unwindcost.c -lunwind
-$CC $F -fno-omit-frame-pointer -DFP_BUILD -o build/bench/unwindcost-fp bench/unwindcost.c -lunwind
+# unwindcost links the shim's stack walker (preload/unwind.c) to time it alone.
+$CC $F -I. -fomit-frame-pointer -o build/bench/unwindcost bench/unwindcost.c preload/unwind.c -lunwind
+$CC $F -I. -fno-omit-frame-pointer -DFP_BUILD -o build/bench/unwindcost-fp bench/unwindcost.c preload/unwind.c -lunwind
 
 exec /usr/bin/python3 bench/bench.py
