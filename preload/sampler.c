@@ -38,7 +38,10 @@ struct ring sampler_ring;
 volatile int sampler_active;
 volatile int sampler_host_ignores;
 int sampler_cookie;
-int (*sampler_unw_backtrace)(void **, int);
+int (*sampler_unw_init_local2)(void *, void *, int);
+int (*sampler_unw_step)(void *);
+int (*sampler_unw_get_reg)(void *, int, uint64_t *);
+static int (*unw_getcontext_fn)(void *);
 int sampler_unwind_check;
 
 static int64_t period_ns;
@@ -168,10 +171,15 @@ static void thread_stack(uintptr_t *lo, uintptr_t *hi)
  * (and touches the pages the handler will use). */
 static void warm_unwind(void)
 {
-    if (sampler_unw_backtrace) {
-        void *tmp[32];
+    if (sampler_unw_step && unw_getcontext_fn) {
+        /* libunwind's thread-local state (dynamic TLS, malloc'd on first
+         * touch) is made here, not in the handler. */
+        uint64_t cur[SAMPLER_UNW_CURSOR_WORDS] __attribute__((aligned(16)));
+        ucontext_t uc;
         sampler_tls.in_unwinder = 1;
-        sampler_unw_backtrace(tmp, 32);
+        if (unw_getcontext_fn(&uc) == 0 && sampler_unw_init_local2(cur, &uc, 0) == 0)
+            for (int i = 0; i < 32 && sampler_unw_step(cur) > 0; i++)
+                ;
         sampler_tls.in_unwinder = 0;
     }
     /* The same for the shim's walker: rules of the frames every sample of
@@ -201,11 +209,15 @@ int sampler_init(int hz)
     if (set_policy && as)
         set_policy(*as, 2 /* UNW_CACHE_PER_THREAD */);
     sampler_tls.in_unwinder = 0;
-    sampler_unw_backtrace = (int (*)(void **, int))dlsym(h, "unw_backtrace");
-    if (!sampler_unw_backtrace) {
-        log_warn("CPU profiling is off: libunwind has no unw_backtrace");
+    sampler_unw_init_local2 = (int (*)(void *, void *, int))dlsym(h, "_ULx86_64_init_local2");
+    sampler_unw_get_reg = (int (*)(void *, int, uint64_t *))dlsym(h, "_ULx86_64_get_reg");
+    unw_getcontext_fn = (int (*)(void *))dlsym(h, "_Ux86_64_getcontext");
+    int (*step)(void *) = (int (*)(void *))dlsym(h, "_ULx86_64_step");
+    if (!sampler_unw_init_local2 || !sampler_unw_get_reg || !unw_getcontext_fn || !step) {
+        log_warn("CPU profiling is off: libunwind.so.8 lacks unw_init_local2 (libunwind >= 1.6 is needed)");
         return -1;
     }
+    sampler_unw_step = step; /* last: the handler's "libunwind is there" */
     /* The shim's own stack walker (preload/unwind.c) and its rule table,
      * populated now: a page first touched in a signal handler would cost that
      * sample a page fault. Without the table every sample goes to libunwind,
