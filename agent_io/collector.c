@@ -21,6 +21,7 @@
 #include "agent_io/collector.h"
 
 #include "agent_io/agent_api.h"
+#include "common/pages.h"
 #include "agent_io/stacks.h"
 #include "common/span_rec.h"
 #include "http/conn.h"
@@ -143,8 +144,7 @@ int collector_init(const struct shim_config *cfg)
 }
 
 /* Allocate the two sample tables (the first time a record is drained).
- * Caller holds C.lock. Untouched until used: calloc'd and malloc'd sizes this
- * large are fresh mappings. */
+ * Caller holds C.lock. Fresh mappings (common/pages.h), untouched until used. */
 static void ensure_tables_locked(void)
 {
     if (C.tables_ready)
@@ -216,7 +216,7 @@ static void take_span(const void *data, uint32_t len, void *arg)
             ncap *= 2;
         if (ncap > SPAN_BUF_BYTES)
             ncap = SPAN_BUF_BYTES;
-        uint8_t *n = realloc(b->data, ncap);
+        uint8_t *n = pages_grow(b->data, b->cap, ncap); /* common/pages.h says why */
         if (!n) {
             C.spans_dropped++;
             return;

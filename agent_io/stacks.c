@@ -1,7 +1,10 @@
 /* agent_io/stacks.c — see stacks.h. Runs in the collector thread (adds) and
  * the uploader thread (reads and resets a table no one else holds). Never in
- * signal context; allocates only in stacks_init and for thread names. */
+ * signal context; allocates only in stacks_init and for thread names, from
+ * common/pages.h (the collector thread never enters the host's allocator). */
 #include "agent_io/stacks.h"
+
+#include "common/pages.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -28,11 +31,11 @@ int stacks_init(struct stack_table *t, size_t max_entries, size_t max_frames_tot
     size_t cap = 64;
     while (cap < max_entries * 2)
         cap *= 2;
-    t->slots = calloc(cap, sizeof *t->slots);
-    t->arena = malloc(max_frames_total * sizeof *t->arena);
+    t->slots = pages_alloc(cap * sizeof *t->slots);
+    t->arena = pages_alloc(max_frames_total * sizeof *t->arena);
     if (!t->slots || !t->arena) {
-        free(t->slots);
-        free(t->arena);
+        pages_free(t->slots, cap * sizeof *t->slots);
+        pages_free(t->arena, max_frames_total * sizeof *t->arena);
         memset(t, 0, sizeof *t);
         return -1;
     }
@@ -85,7 +88,7 @@ void stacks_set_thread(struct stack_table *t, int32_t tid, const char *name)
         if (t->threads_cap >= 65536)
             return;
         size_t ncap = t->threads_cap ? t->threads_cap * 2 : 16;
-        struct thread_info *n = realloc(t->threads, ncap * sizeof *n);
+        struct thread_info *n = pages_grow(t->threads, t->threads_cap * sizeof *n, ncap * sizeof *n);
         if (!n)
             return;
         t->threads = n;
@@ -126,9 +129,9 @@ void stacks_reset(struct stack_table *t)
 
 void stacks_free(struct stack_table *t)
 {
-    free(t->slots);
-    free(t->arena);
-    free(t->threads);
+    pages_free(t->slots, t->cap * sizeof *t->slots);
+    pages_free(t->arena, t->arena_cap * sizeof *t->arena);
+    pages_free(t->threads, t->threads_cap * sizeof *t->threads);
     memset(t, 0, sizeof *t);
 }
 

@@ -1130,6 +1130,9 @@ def sec_footprint():
         ("many stacks: `build/bench/stacks %d 2` (2 threads, ~10^6 call paths through 100 functions, 999 Hz), "
          "read at %d s" % (stacks_s, stacks_s - 2), [os.path.join(BB, "stacks"), str(stacks_s), "2"],
          [os.path.join(BB, "stacks"), "3", "2"], stacks_s - 2.0, {"DD_SHIM_SAMPLE_HZ": "999"}),
+        ("many threads: `build/bench/threads 100 3` (100 sleeping threads, each with its timer and unwind "
+         "state), read at 2 s", [os.path.join(BB, "threads"), "100", "3"],
+         [os.path.join(BB, "threads"), "100", "3"], 2.0, {}),
     ]
     if os.geteuid() == 0 and lib.shutil.which("unshare") and os.path.isdir("/usr/lib/debug"):
         # the same busy program with the debug-info packages hidden (a private mount namespace with an
@@ -1169,7 +1172,7 @@ def sec_footprint():
     worst_anon = max((v[3] or 0) for v in res.values())
     okm = worst <= 8.0
     nst = [v[2] for v in res.values() if v[2] is not None]
-    summary.append(("rss", "RSS added (worst of idle / busy / many stacks; VmRSS mid-run or peak at exit)",
+    summary.append(("rss", "RSS added (worst of idle / busy / many stacks / 100 threads; VmRSS mid-run or peak at exit)",
                     "%+.1f MB (of which private anonymous %+.1f MB)" % (worst, worst_anon),
                     "gperftools: see 4a", "≤ 8 MB", okm))
     md = ["## 4. Footprint", "", "### 4a. Memory", "",
