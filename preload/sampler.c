@@ -38,10 +38,14 @@ struct ring sampler_ring;
 volatile int sampler_active;
 volatile int sampler_host_ignores;
 int sampler_cookie;
-int (*sampler_unw_init_local2)(void *, void *, int);
-int (*sampler_unw_step)(void *);
-int (*sampler_unw_get_reg)(void *, int, uint64_t *);
-static int (*unw_getcontext_fn)(void *);
+int (*sampler_unw_backtrace)(void **, int);
+/* libunwind's cursor API (RTLD_LOCAL, no header): only to make a thread's
+ * libunwind TLS block outside the handler. unw_cursor_t is 127 words on
+ * x86_64 (libunwind-x86_64.h); room for more is given. */
+#define UNW_CURSOR_WORDS 256
+static int (*unw_init_local_fn)(void *cursor, void *uc);
+static int (*unw_step_fn)(void *cursor);
+static int (*unw_getcontext_fn)(void *uc);
 int sampler_unwind_check;
 
 static int64_t period_ns;
@@ -171,15 +175,16 @@ static void thread_stack(uintptr_t *lo, uintptr_t *hi)
  * (and touches the pages the handler will use). */
 static void warm_unwind(void)
 {
-    if (sampler_unw_step && unw_getcontext_fn) {
-        /* libunwind's thread-local state (dynamic TLS, malloc'd on first
-         * touch) is made here, not in the handler. */
-        uint64_t cur[SAMPLER_UNW_CURSOR_WORDS] __attribute__((aligned(16)));
+    if (unw_step_fn) {
+        /* libunwind's thread-local block (dynamic TLS of a dlopen'd library:
+         * malloc'd by the loader on first touch) is made here, never in the
+         * handler: one step of a cursor touches it. Not unw_backtrace, which
+         * would also map and fill this thread's 256 KB trace cache. */
+        uint64_t cur[UNW_CURSOR_WORDS] __attribute__((aligned(16)));
         ucontext_t uc;
         sampler_tls.in_unwinder = 1;
-        if (unw_getcontext_fn(&uc) == 0 && sampler_unw_init_local2(cur, &uc, 0) == 0)
-            for (int i = 0; i < 32 && sampler_unw_step(cur) > 0; i++)
-                ;
+        if (unw_getcontext_fn(&uc) == 0 && unw_init_local_fn(cur, &uc) == 0)
+            (void)unw_step_fn(cur);
         sampler_tls.in_unwinder = 0;
     }
     /* The same for the shim's walker: rules of the frames every sample of
@@ -209,15 +214,26 @@ int sampler_init(int hz)
     if (set_policy && as)
         set_policy(*as, 2 /* UNW_CACHE_PER_THREAD */);
     sampler_tls.in_unwinder = 0;
-    sampler_unw_init_local2 = (int (*)(void *, void *, int))dlsym(h, "_ULx86_64_init_local2");
-    sampler_unw_get_reg = (int (*)(void *, int, uint64_t *))dlsym(h, "_ULx86_64_get_reg");
+    unw_init_local_fn = (int (*)(void *, void *))dlsym(h, "_ULx86_64_init_local");
     unw_getcontext_fn = (int (*)(void *))dlsym(h, "_Ux86_64_getcontext");
-    int (*step)(void *) = (int (*)(void *))dlsym(h, "_ULx86_64_step");
-    if (!sampler_unw_init_local2 || !sampler_unw_get_reg || !unw_getcontext_fn || !step) {
-        log_warn("CPU profiling is off: libunwind.so.8 lacks unw_init_local2 (libunwind >= 1.6 is needed)");
+    unw_step_fn = (int (*)(void *))dlsym(h, "_ULx86_64_step");
+    if (!unw_init_local_fn || !unw_getcontext_fn || !unw_step_fn)
+        unw_step_fn = NULL;
+    int (*bt)(void **, int) = (int (*)(void **, int))dlsym(h, "unw_backtrace");
+    if (!bt || !unw_step_fn) {
+        log_warn("CPU profiling is off: libunwind.so.8 lacks unw_backtrace or its cursor functions");
         return -1;
     }
-    sampler_unw_step = step; /* last: the handler's "libunwind is there" */
+    /* Once per process, here: unw_backtrace's first call runs its
+     * pthread_once (the trace cache's key), which must not first happen in a
+     * handler. This thread's trace cache is made with it. */
+    {
+        void *tmp[4];
+        sampler_tls.in_unwinder = 1;
+        bt(tmp, 4);
+        sampler_tls.in_unwinder = 0;
+    }
+    sampler_unw_backtrace = bt; /* last: the handler's "libunwind is there" */
     /* The shim's own stack walker (preload/unwind.c) and its rule table,
      * populated now: a page first touched in a signal handler would cost that
      * sample a page fault. Without the table every sample goes to libunwind,

@@ -80,17 +80,12 @@ extern volatile int sampler_signo;      /* 0 when CPU sampling is off */
 extern struct ring sampler_ring;        /* the sample channel to the collector */
 extern volatile int sampler_active;     /* records are accepted */
 extern int sampler_cookie;              /* &sampler_cookie tags our timers' signals */
-/* libunwind's cursor API (RTLD_LOCAL, no header needed): a walk that starts
- * at a signal's context and keeps no per-thread trace cache (unw_backtrace's
- * fast path maps and writes 256 KB of cache in every thread that calls it).
- * unw_cursor_t is 127 words on x86_64 (libunwind-x86_64.h); callers give
- * SAMPLER_UNW_CURSOR_WORDS. Registers: 16 is UNW_X86_64_RIP. */
-#define SAMPLER_UNW_CURSOR_WORDS 256
-#define SAMPLER_UNW_REG_IP 16
-#define SAMPLER_UNW_INIT_SIGNAL_FRAME 1
-extern int (*sampler_unw_init_local2)(void *cursor, void *uc, int flags);
-extern int (*sampler_unw_step)(void *cursor);
-extern int (*sampler_unw_get_reg)(void *cursor, int reg, uint64_t *val);
+/* libunwind's unw_backtrace, for the samples the shim's walker does not
+ * handle. Its fast path keeps a 256 KB trace cache per thread, made (mmap) on
+ * the thread's first call: in the handler, on the thread's first fallback, so
+ * threads the walker always handles never pay for it. Outside the handler
+ * the shim only makes libunwind's thread-local block (sampler.c's warm). */
+extern int (*sampler_unw_backtrace)(void **, int);
 /* DDSHIM_UNWIND_CHECK=1 (a test knob, not a setting): every walk of the
  * shim's walker is also taken by libunwind and compared; the counts and the
  * first difference are logged at exit. */

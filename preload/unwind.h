@@ -4,8 +4,7 @@
  * so that a walk touches few cold cache lines. Anything the walker does not
  * handle exactly as libunwind would (signal frames, CFA expressions, frames
  * without CFI, a stack outside the thread's own) makes it give up, and the
- * handler falls back to libunwind (unw_init_local2 + unw_step from the
- * signal's context) for that sample.
+ * handler falls back to libunwind's unw_backtrace for that sample.
  *
  * Why (bench/findings.md): libunwind's per-thread trace cache is a 256 KB
  * hash table probed at a pseudo-random slot per frame; between two samples of
