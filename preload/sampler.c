@@ -234,15 +234,18 @@ int sampler_init(int hz)
         sampler_tls.in_unwinder = 0;
     }
     sampler_unw_backtrace = bt; /* last: the handler's "libunwind is there" */
-    /* The shim's own stack walker (preload/unwind.c) and its rule table,
-     * populated now: a page first touched in a signal handler would cost that
-     * sample a page fault. Without the table every sample goes to libunwind,
+    /* The shim's own stack walker (preload/unwind.c) and its rule table.
+     * Not populated: its 64 pages are touched as code addresses are first
+     * seen, a page fault for those few samples (safe in a handler: private
+     * anonymous memory), instead of 256 KB zeroed at the start of every
+     * process, most of which (a shell's fork+exec children) never take a
+     * sample. Without the table every sample goes to libunwind,
      * which is also what DDSHIM_UNWIND_WALKER=0 asks (a test and benchmark
      * knob, like DDSHIM_UNWIND_CHECK). */
     const char *walker = getenv("DDSHIM_UNWIND_WALKER");
     if (!walker || strcmp(walker, "0") != 0) {
         void *tab = mmap(NULL, UNWIND_TABLE_BYTES, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (tab != MAP_FAILED)
             unwind_use_table(tab);
         else
