@@ -1030,7 +1030,8 @@ def sec_redis():
             port = lib.free_port()
             argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                     "--daemonize", "no", "--dir", tmp("rd")]
-            p = subprocess.Popen(lib.pinned(argv, PIN), env=env.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            p = subprocess.Popen(argv, env=env.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 preexec_fn=lib.pin_to(PIN))
             procs.append(p)
             insts.append((name, port, p.pid, lib.cmdline(argv, env, PIN)))
         for name, port, pid, _ in insts:
