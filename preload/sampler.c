@@ -46,6 +46,7 @@ int (*sampler_unw_backtrace)(void **, int);
 static int (*unw_init_local_fn)(void *cursor, void *uc);
 static int (*unw_step_fn)(void *cursor);
 static int (*unw_getcontext_fn)(void *uc);
+static int unw_lazy_cache; /* threads make their trace cache on first use (sampler_init) */
 int sampler_unwind_check;
 
 static int64_t period_ns;
@@ -185,6 +186,10 @@ static void warm_unwind(void)
         sampler_tls.in_unwinder = 1;
         if (unw_getcontext_fn(&uc) == 0 && unw_init_local_fn(cur, &uc) == 0)
             (void)unw_step_fn(cur);
+        if (!unw_lazy_cache && sampler_unw_backtrace) {
+            void *tmp[4]; /* see sampler_init: this thread's trace cache, now */
+            sampler_unw_backtrace(tmp, 4);
+        }
         sampler_tls.in_unwinder = 0;
     }
     /* The same for the shim's walker: rules of the frames every sample of
@@ -225,9 +230,21 @@ int sampler_init(int hz)
         return -1;
     }
     /* Once per process, here: unw_backtrace's first call runs its
-     * pthread_once (the trace cache's key), which must not first happen in a
-     * handler. This thread's trace cache is made with it. */
+     * pthread_once (creating the trace cache's pthread key), which must not
+     * first happen in a handler. This thread's trace cache is made with it.
+     * Other threads make theirs in the handler, on their first fallback:
+     * mmap and pthread_setspecific, which allocates nothing for a key in
+     * glibc's first block of 32 (a later key may calloc its second-level
+     * block, never to be done in a handler). The key libunwind gets is the
+     * lowest free one, which the probe just before finds; above the first
+     * block every thread fills its trace cache at its start instead. */
     {
+        pthread_key_t probe;
+        int made = pthread_key_create(&probe, NULL) == 0;
+        int low = made && probe < 32;
+        if (made)
+            pthread_key_delete(probe);
+        unw_lazy_cache = low;
         void *tmp[4];
         sampler_tls.in_unwinder = 1;
         bt(tmp, 4);
