@@ -588,6 +588,34 @@ void collector_resume(void)
     collector_start();
 }
 
+/* glibc's malloc takes its own locks around fork, but allocators without
+ * fork handlers (GCC 12's AddressSanitizer runtime hung make -j4 that way)
+ * hand the child a lock held by a thread that does not exist there; the
+ * collector allocates only under C.lock (creating the uploader). Timed: an
+ * allocator whose own prepare handler ran before this one and holds its locks
+ * must not leave us waiting on a collector blocked in it. */
+static int fork_held;
+
+void collector_fork_prepare(void)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_nsec += 20 * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    fork_held = pthread_mutex_timedlock(&C.lock, &dl) == 0;
+}
+
+void collector_fork_parent(void)
+{
+    if (fork_held) {
+        fork_held = 0;
+        pthread_mutex_unlock(&C.lock);
+    }
+}
+
 int collector_threads_hold(void)
 {
     pthread_mutex_lock(&C.lock);
@@ -647,6 +675,7 @@ int collector_after_fork_child(void)
      * is started but the collector: a child that execs at once pays for
      * little more than that. */
     C.agent_ctx = NULL;
+    fork_held = 0; /* C.lock is made anew by init_state below */
     ring_reset(&sampler_ring);
     memset(C.spans, 0, sizeof C.spans); /* the parent's buffers are abandoned with its threads */
     C.span_cur = 0;

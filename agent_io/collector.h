@@ -21,6 +21,12 @@ void collector_final_flush(long timeout_ms);
  * runtime-id are made when first needed). The caller then starts the
  * collector with collector_start, once nothing else resets the rings. 0. */
 int collector_after_fork_child(void);
+/* Around a host's fork (the forking thread, before and in the parent after):
+ * the collector is kept out of its locked section, where it may create the
+ * uploader thread (which allocates), so the child never inherits an
+ * allocator lock taken by it. Waits at most 20 ms. */
+void collector_fork_prepare(void);
+void collector_fork_parent(void);
 /* Stop the threads that run (joined) so the process is single-threaded again
  * for a host's unshare(CLONE_NEWUSER)/setns(); 1 when stopped, 0 when none
  * ran, -1 when they did not stop within timeout_ms. */

@@ -52,10 +52,13 @@ void shim_before_exec(void)
 static void fork_prepare(void)
 {
     sampler_tls.in_loader++;
+    if (shim_active)
+        collector_fork_prepare();
 }
 
 static void fork_parent(void)
 {
+    collector_fork_parent(); /* releases only what prepare took */
     sampler_tls.in_loader--;
     if (conn_state)
         conn_after_fork(0);
