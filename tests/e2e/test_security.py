@@ -49,6 +49,7 @@ import tempfile
 import time
 
 from ddtest import B, LIB, PROGS, ROOT, Intake, Tap, shim_env, tmpdir
+import httptest
 from httptest import intake_spans
 
 t = Tap()
@@ -120,15 +121,17 @@ def nopid(s):
     return re.sub(r"pid=\d+", "pid=N", s)
 
 
-class HttpServer:
-    """examples/http_server under the shim on a free port; stop() sends SIGTERM."""
+class HttpServer(httptest.Server):
+    """examples/http_server under the shim on a free port (from its port file);
+    stop() and stderr() are httptest.Server's."""
 
     def __init__(self, env, cwd=None, preexec_fn=None):
         self.dir = tmp("ddshim-security-srv-")
         pf = os.path.join(self.dir, "port")
-        self.errf = open(os.path.join(self.dir, "stderr"), "w+b")
+        self.out = open(os.devnull, "w+b")
+        self.err = open(os.path.join(self.dir, "stderr"), "w+b")
         self.proc = subprocess.Popen([HTTP_SERVER, "0", "--port-file", pf], env=env, cwd=cwd, preexec_fn=preexec_fn,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.errf)
+                                     stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.err)
         self.port = None
         end = time.time() + 10
         while time.time() < end and self.proc.poll() is None:
@@ -151,20 +154,6 @@ class HttpServer:
             data += b
         s.close()
         return data
-
-    def stderr(self):
-        self.errf.seek(0)
-        return self.errf.read().decode(errors="replace")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
 def serve_a_little(env, cwd=None, preexec_fn=None):
