@@ -298,6 +298,7 @@ static void *collector_thread(void *arg)
         struct timespec d = {0, COLLECT_INTERVAL_MS * 1000000L};
         nanosleep(&d, NULL);
         pthread_mutex_lock(&C.lock);
+        sampler_unw_prepare();
         if (ring_pending(&sampler_ring))
             ensure_tables_locked();
         ring_drain(&sampler_ring, take_record, NULL);

@@ -46,7 +46,9 @@ int (*sampler_unw_backtrace)(void **, int);
 static int (*unw_init_local_fn)(void *cursor, void *uc);
 static int (*unw_step_fn)(void *cursor);
 static int (*unw_getcontext_fn)(void *uc);
-static int unw_lazy_cache; /* threads make their trace cache on first use (sampler_init) */
+static int unw_lazy_cache; /* threads make their trace cache on first use (unw_prepare) */
+static int (*unw_bt_fn)(void **, int); /* unw_backtrace, published by unw_prepare */
+volatile int sampler_unw_wanted; /* the handler had a sample for libunwind before it was ready */
 int sampler_unwind_check;
 
 static int64_t period_ns;
@@ -200,6 +202,50 @@ static void warm_unwind(void)
         (void)unwind_walk(&sampler_tls.uw, &uc, REC_MAX_FRAMES, &trunc);
 }
 
+/* Run unw_backtrace's first call, then publish it to the handler.
+ *
+ * That first call runs libunwind's pthread_once (creating the trace cache's
+ * pthread key), which must never first happen in a handler, and makes the
+ * calling thread's 256 KB trace cache. Other threads make theirs in the
+ * handler, on their first fallback: mmap and pthread_setspecific, which
+ * allocates nothing for a key in glibc's first block of 32 (a later key may
+ * calloc its second-level block, never to be done in a handler). The key
+ * libunwind gets is the lowest free one, which the probe just before finds,
+ * and the value it sets on this thread confirms it (a host thread may create
+ * a key in between). Above the first block: at start (AT_INIT, when only this
+ * thread runs) every later thread fills its cache when it starts instead;
+ * later, threads already running have none, so libunwind is not published and
+ * the samples it would have walked stay counted as lost.
+ *
+ * From sampler_init (at_init) or from the collector thread with its lock
+ * held (libunwind's thread-local block is malloc'd here on that thread). */
+static void unw_prepare(int at_init)
+{
+    if (sampler_unw_backtrace || !unw_bt_fn)
+        return;
+    pthread_key_t probe;
+    int made = pthread_key_create(&probe, NULL) == 0;
+    if (made)
+        pthread_key_delete(probe);
+    void *tmp[4];
+    sampler_tls.in_unwinder = 1;
+    unw_bt_fn(tmp, 4);
+    sampler_tls.in_unwinder = 0;
+    unw_lazy_cache = made && probe < 32 && pthread_getspecific(probe) != NULL;
+    if (unw_lazy_cache || at_init)
+        __atomic_store_n(&sampler_unw_backtrace, unw_bt_fn, __ATOMIC_RELEASE);
+    else
+        log_info("libunwind's trace-cache key is not in glibc's first block; samples the stack "
+                 "walker cannot take are counted as lost");
+    unw_bt_fn = NULL; /* once */
+}
+
+void sampler_unw_prepare(void)
+{
+    if (__atomic_load_n(&sampler_unw_wanted, __ATOMIC_RELAXED))
+        unw_prepare(0);
+}
+
 int sampler_init(int hz)
 {
     period_ns = 1000000000LL / hz;
@@ -229,28 +275,7 @@ int sampler_init(int hz)
         log_warn("CPU profiling is off: libunwind.so.8 lacks unw_backtrace or its cursor functions");
         return -1;
     }
-    /* Once per process, here: unw_backtrace's first call runs its
-     * pthread_once (creating the trace cache's pthread key), which must not
-     * first happen in a handler. This thread's trace cache is made with it.
-     * Other threads make theirs in the handler, on their first fallback:
-     * mmap and pthread_setspecific, which allocates nothing for a key in
-     * glibc's first block of 32 (a later key may calloc its second-level
-     * block, never to be done in a handler). The key libunwind gets is the
-     * lowest free one, which the probe just before finds; above the first
-     * block every thread fills its trace cache at its start instead. */
-    {
-        pthread_key_t probe;
-        int made = pthread_key_create(&probe, NULL) == 0;
-        int low = made && probe < 32;
-        if (made)
-            pthread_key_delete(probe);
-        unw_lazy_cache = low;
-        void *tmp[4];
-        sampler_tls.in_unwinder = 1;
-        bt(tmp, 4);
-        sampler_tls.in_unwinder = 0;
-    }
-    sampler_unw_backtrace = bt; /* last: the handler's "libunwind is there" */
+    unw_bt_fn = bt;
     /* The shim's own stack walker (preload/unwind.c) and its rule table.
      * Not populated: its 64 pages are touched as code addresses are first
      * seen, a page fault for those few samples (safe in a handler: private
@@ -260,16 +285,24 @@ int sampler_init(int hz)
      * which is also what DDSHIM_UNWIND_WALKER=0 asks (a test and benchmark
      * knob, like DDSHIM_UNWIND_CHECK). */
     const char *walker = getenv("DDSHIM_UNWIND_WALKER");
+    int have_table = 0;
     if (!walker || strcmp(walker, "0") != 0) {
         void *tab = mmap(NULL, UNWIND_TABLE_BYTES, PROT_READ | PROT_WRITE,
                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (tab != MAP_FAILED)
+        if ((have_table = tab != MAP_FAILED))
             unwind_use_table(tab);
         else
             log_info("no memory for the stack walker's table; every sample is walked by libunwind");
     }
     const char *chk = getenv("DDSHIM_UNWIND_CHECK");
     sampler_unwind_check = chk && chk[0] == '1';
+    /* Every sample goes to libunwind without the walker, and to both in
+     * check mode: libunwind is made ready now. Otherwise the collector makes
+     * it ready on the first sample the walker hands over (most processes
+     * never have one: a short one saves the ~0.6 ms of making this thread's
+     * trace cache, 64 page faults). */
+    if (!have_table || sampler_unwind_check)
+        unw_prepare(1);
     int s = pick_signal();
     if (s < 0)
         s = pick_rt_signal();

@@ -83,9 +83,16 @@ extern int sampler_cookie;              /* &sampler_cookie tags our timers' sign
 /* libunwind's unw_backtrace, for the samples the shim's walker does not
  * handle. Its fast path keeps a 256 KB trace cache per thread, made (mmap) on
  * the thread's first call: in the handler, on the thread's first fallback, so
- * threads the walker always handles never pay for it. Outside the handler
+ * threads the walker always handles never pay for it. NULL until the first
+ * sample that needs it (or from the start without the walker). Outside the handler
  * the shim only makes libunwind's thread-local block (sampler.c's warm). */
 extern int (*sampler_unw_backtrace)(void **, int);
+/* Set by the handler when a sample needed libunwind before it was ready;
+ * the collector thread then calls sampler_unw_prepare (with its lock held),
+ * which runs libunwind's one-time set-up and publishes sampler_unw_backtrace.
+ * Until then those samples are counted as lost (sampler_counters.lost_busy). */
+extern volatile int sampler_unw_wanted;
+void sampler_unw_prepare(void);
 /* DDSHIM_UNWIND_CHECK=1 (a test knob, not a setting): every walk of the
  * shim's walker is also taken by libunwind and compared; the counts and the
  * first difference are logged at exit. */

@@ -131,7 +131,7 @@ void sampler_on_signal(int sig, siginfo_t *si, void *ucv)
         return;
     }
     uint32_t weight = 1u + (si->si_overrun > 0 ? (uint32_t)si->si_overrun : 0u);
-    if (!sampler_active || t->in_handler || sampler_unw_backtrace == NULL) {
+    if (!sampler_active || t->in_handler) {
         count(&sampler_counters.lost_busy, weight);
         errno = saved_errno;
         return;
@@ -161,6 +161,14 @@ void sampler_on_signal(int sig, siginfo_t *si, void *ucv)
                 r->pc[i] = unwind_pc(&t->uw, i);
             ring_commit(h);
         }
+    } else if (__atomic_load_n(&sampler_unw_backtrace, __ATOMIC_ACQUIRE) == NULL) {
+        /* libunwind is not ready yet: the collector readies it on its next
+         * tick (sampler_unw_prepare). */
+        __atomic_store_n(&sampler_unw_wanted, 1, __ATOMIC_RELAXED);
+        count(&sampler_counters.lost_busy, weight);
+        t->in_handler = 0;
+        errno = saved_errno;
+        return;
     } else {
         count(&unwind_counters.fallbacks, 1);
         struct sample_rec *r = &t->rec;
@@ -191,7 +199,7 @@ void sampler_on_signal(int sig, siginfo_t *si, void *ucv)
         count(&sampler_counters.handler_ns, ns);
         count(&sampler_counters.handler_hist[sampler_hist_bucket(ns)], 1);
     }
-    if (sampler_unwind_check && walked)
+    if (sampler_unwind_check && walked && sampler_unw_backtrace)
         check_walk(t, ip, nf, trunc);
     t->in_handler = 0;
     errno = saved_errno;

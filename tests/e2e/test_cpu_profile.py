@@ -4,12 +4,15 @@
 - total: the profile's cpu-time within 5 % of the process's rusage CPU;
 - a 2-second program loses nothing: its final profile arrives at exit
   (return from main, exit(), default-disposition SIGTERM);
-- file naming and one stderr line saying where the data went."""
+- file naming and one stderr line saying where the data went;
+- CPU spent inside a signal handler, whose samples the shim's walker hands to
+  libunwind (made ready by the collector on the first such sample): its
+  stacks arrive whole, through the signal frame, on every thread."""
 import os
 import re
 import signal
 
-from ddtest import LIB, PROGS, ROOT, SAN_PRELOAD, Tap, have_go, pprof_raw, pprof_top, profiles_in, run, shim_env, tmpdir
+from ddtest import LIB, PROGS, ROOT, SAN_PRELOAD, Tap, have_go, pprof, pprof_raw, pprof_top, profiles_in, run, shim_env, tmpdir
 import json
 
 t = Tap()
@@ -95,4 +98,31 @@ for how, want_rc in (("return", 0), ("exit", 3), ("sigterm", -signal.SIGTERM)):
         lines = [l for l in q.err.splitlines() if l.startswith("ddshim:")]
         t.ok(q.returncode == 0 and len(lines) == 1 and out2 in lines[0],
              "under ddrun, one stderr line says where profiles go", q.err)
+
+# ---- samples only libunwind walks: CPU inside a signal handler ----
+# sigspin: main and 2 threads each spend 600 ms in main_work(), then 600 ms in
+# handler_work() inside a SIGUSR1 handler (3.6 s in all, half of it under a
+# signal frame, which the walker hands to libunwind).
+out = tmpdir()
+p = run([os.path.join(PROGS, "sigspin"), "600", "2"],
+        shim_env(out, extra={"DD_SHIM_LOG_LEVEL": "info", "DD_TRACE_ENABLED": "false"}))
+t.ok(p.returncode == 0 and "sigspin: done" in p.out, "sigspin runs under the shim", p.err[-2000:])
+files = profiles_in(out)
+funcs, total, top = pprof_top(files) if files else ({}, 0, "")
+total = total or 0
+hw = funcs.get("handler_work", (0, 0))[1]
+mw = funcs.get("main_work", (0, 0))[1]
+t.ok(3.0 <= total <= 4.0, "sigspin: the profile has its 3.6 s of CPU (%.2f s)" % total, top[:3000])
+t.ok(total > 0 and 0.4 <= hw / total <= 0.6 and 0.4 <= mw / total <= 0.6,
+     "sigspin: half in handler_work (%.2f s), half in main_work (%.2f s)" % (hw, mw), top[:3000])
+m = re.search(r"walker: (\d+) fallbacks to libunwind", p.err)
+t.ok(m is not None and int(m.group(1)) > 0, "sigspin: those samples were walked by libunwind", p.err[-2000:])
+# Each handler_work stack goes on through the signal frame to the code it
+# interrupted: raise() in main, pthread_kill() in the threads.
+rc, traces, err = pprof(["-traces"], files) if files else (1, "", "")
+blocks = [b for b in traces.split("-----------+-------------------------------------------------------") if "handler_work" in b]
+whole = [b for b in blocks if ("raise" in b or "pthread_kill" in b) and ("main" in b.split("handler_work", 1)[1])]
+t.ok(blocks and len(whole) == len(blocks),
+     "sigspin: every handler_work stack continues through the signal frame (%d of %d)" % (len(whole), len(blocks)),
+     traces[:3000])
 t.done()
