@@ -40,7 +40,7 @@ else ifeq ($(SANITIZER),undefined)
   LDSAN   := -fsanitize=undefined
 endif
 LIB_CFLAGS := $(CFLAGS) -fvisibility=hidden
-LIBS      := -lcurl -lprotobuf-c -lz -ljansson -ldw -lelf -ldl -lpthread
+LIBS      := -lprotobuf-c -lz -ljansson -ldw -lelf -ldl -lpthread
 
 DEPS_STAMP := $(B)/.deps-ok
 GEN_C     := $(B)/gen/profile.pb-c.c
@@ -58,7 +58,9 @@ SPANRULES_O := $(filter-out $(B)/obj/http/parser.o $(B)/obj/http/conn.o,$(call m
 SHIM_OBJS := $(COMMON_O) $(PRELOAD_O) $(B)/obj/agent_io/collector.o $(B)/obj/agent_io/stacks.o \
              $(B)/obj/http/conn.o $(B)/obj/http/parser.o
 # libddshim-agent.so: dlopen'd RTLD_LOCAL by the uploader thread on first use.
-AGENT_OBJS := $(COMMON_O) $(B)/obj/agent_io/agent.o $(B)/obj/agent_io/transport.o $(B)/obj/agent_io/stacks.o \
+# libcurl is dlopen'd by curl_lazy.c when the Agent is first spoken to, not linked.
+AGENT_OBJS := $(COMMON_O) $(B)/obj/agent_io/agent.o $(B)/obj/agent_io/transport.o $(B)/obj/agent_io/curl_lazy.o \
+              $(B)/obj/agent_io/stacks.o \
               $(B)/obj/agent_io/traces.o $(B)/obj/agent_io/spans.o $(B)/obj/agent_io/spool.o \
               $(B)/obj/preload/config.o $(SPANRULES_O) $(PPROF_O) $(SYM_O)
 LIB_OBJS  := $(SHIM_OBJS) $(AGENT_OBJS)

@@ -57,7 +57,6 @@ static void *agent_create(const struct agent_settings *s)
     snprintf(c->runtime_id, sizeof c->runtime_id, "%s", s->runtime_id);
     snprintf(c->hostname, sizeof c->hostname, "%s", s->hostname);
     c->pid = s->pid;
-    aio_global_init();
     aio_announce = s->cfg->announce;
     aio_container_id(c->container_id, sizeof c->container_id);
     if (c->cfg->agent_enabled && aio_url_parse(c->cfg->agent_url, &c->target) == 0) {
@@ -308,7 +307,8 @@ static int agent_up(struct agent_ctx *c, long timeout_ms)
     int64_t now = mono_ns();
     if (c->agent_state == 0 || (c->agent_state < 0 && now >= c->next_probe_ns)) {
         long t = timeout_ms < 500 ? timeout_ms : 500;
-        c->agent_state = aio_agent_probe(&c->target, t) == 0 ? 1 : -1;
+        /* Nothing listening: no /info request (libcurl stays unloaded). */
+        c->agent_state = aio_agent_reachable(&c->target, t) != 0 && aio_agent_probe(&c->target, t) == 0 ? 1 : -1;
         if (c->agent_state < 0)
             agent_down(c);
         else

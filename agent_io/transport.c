@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <poll.h>
 #include <sys/random.h>
@@ -434,8 +435,17 @@ static void openssl_no_atexit(void)
         init(0x00080000ull /* OPENSSL_INIT_NO_ATEXIT */, NULL);
 }
 
+/* curl_lazy.c's loader, in the agent library (weak: unit tests link libcurl). */
+__attribute__((weak)) int aio_curl_load(void);
+
 static void curl_init_once(void)
 {
+    /* libcurl (and with it libcrypto) loaded first, so that the OpenSSL calls
+     * below find the libcrypto libcurl will use. */
+    if (aio_curl_load && aio_curl_load() != 0) {
+        aio_curl_rc = -1;
+        return;
+    }
     if (openssl_stopped()) {
         log_info("the program's OpenSSL has shut down (exit in progress): no uploads to the Agent");
         aio_curl_rc = -1;
@@ -767,6 +777,25 @@ static long ms_left(const struct timespec *deadline)
     return (deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
 }
 
+/* base is "http://host:port" (aio_url_parse); [v6] brackets allowed. */
+static void split_host(const aio_target *t, char host[256], char port[8])
+{
+    const char *h = t->base + 7;
+    const char *colon = h[0] == '[' ? strchr(h, ']') : strrchr(h, ':');
+    size_t hl = strlen(h);
+    snprintf(port, 8, "80");
+    if (h[0] == '[' && colon) {
+        snprintf(host, 256, "%.*s", (int)(colon - h - 1), h + 1);
+        if (colon[1] == ':')
+            snprintf(port, 8, "%s", colon + 2);
+    } else if (colon) {
+        snprintf(host, 256, "%.*s", (int)(colon - h), h);
+        snprintf(port, 8, "%s", colon + 1);
+    } else {
+        snprintf(host, 256, "%.*s", (int)hl, h);
+    }
+}
+
 static int raw_connect(const aio_target *t, const struct timespec *deadline)
 {
     int fd = -1;
@@ -785,21 +814,8 @@ static int raw_connect(const aio_target *t, const struct timespec *deadline)
         }
         return fd;
     }
-    /* base is "http://host:port" (aio_url_parse); [v6] brackets allowed. */
-    const char *h = t->base + 7;
-    char host[256], port[8] = "80";
-    const char *colon = h[0] == '[' ? strchr(h, ']') : strrchr(h, ':');
-    size_t hl = strlen(h);
-    if (h[0] == '[' && colon) {
-        snprintf(host, sizeof host, "%.*s", (int)(colon - h - 1), h + 1);
-        if (colon[1] == ':')
-            snprintf(port, sizeof port, "%s", colon + 2);
-    } else if (colon) {
-        snprintf(host, sizeof host, "%.*s", (int)(colon - h), h);
-        snprintf(port, sizeof port, "%s", colon + 1);
-    } else {
-        snprintf(host, sizeof host, "%.*s", (int)hl, h);
-    }
+    char host[256], port[8];
+    split_host(t, host, port);
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
     hints.ai_socktype = SOCK_STREAM;
@@ -916,6 +932,33 @@ long aio_raw_request(const aio_target *t, const char *method, const char *path,
 int aio_openssl_stopped(void)
 {
     return openssl_stopped();
+}
+
+int aio_agent_reachable(const aio_target *t, long timeout_ms)
+{
+    if (t->kind == AIO_URL_HTTP) {
+        char host[256], port[8];
+        split_host(t, host, port);
+        struct in6_addr a;
+        if (strcmp(host, "localhost") != 0 && inet_pton(AF_INET, host, &a) != 1 &&
+            inet_pton(AF_INET6, host, &a) != 1)
+            return -1;
+    } else if (t->kind != AIO_URL_UNIX) {
+        return -1;
+    }
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    int fd = raw_connect(t, &deadline);
+    if (fd < 0)
+        return 0;
+    close(fd);
+    return 1;
 }
 
 int aio_agent_probe(const aio_target *t, long timeout_ms)

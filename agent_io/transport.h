@@ -43,6 +43,13 @@ char *aio_event_json(const aio_profile_meta *meta);
 
 /* GET <agent>/info; 0 when the Agent answered 200, else -1. */
 int aio_agent_probe(const aio_target *t, long timeout_ms);
+/* Whether anything listens at the Agent's address, by a plain connect (no
+ * libcurl, no HTTP) bounded by timeout_ms: 1 a connection was accepted, 0
+ * none was (refused, no such socket, timed out), -1 cannot tell without a
+ * name lookup (a host name other than localhost). agent.c asks it before
+ * every /info probe, so a process with no Agent never loads libcurl
+ * (curl_lazy.c). */
+int aio_agent_reachable(const aio_target *t, long timeout_ms);
 
 /* POST <agent>/profiling/v1/input as multipart/form-data with parts "event"
  * (event.json) and "profile.pprof" (pprof_gz). Headers per WIRE.md §1.
@@ -79,8 +86,11 @@ long aio_raw_request(const aio_target *t, const char *method, const char *path,
 /* True once the program's OpenSSL has run its exit cleanup. */
 int aio_openssl_stopped(void);
 
-/* Global libcurl init/cleanup, once per process (uploader thread start). */
+/* libcurl loaded and initialised, once per process, on the first request to
+ * an Agent found listening (aio_agent_reachable). */
 int aio_global_init(void);
+/* Load libcurl (agent library only, curl_lazy.c): 0 when it is there. */
+int aio_curl_load(void);
 
 /* ---- shared with the other agent_io uploaders (traces.c) -------------------
  * So every request to the Agent gets the same libcurl settings and every file

@@ -3,7 +3,8 @@ every item of WIRE.md section 1 on each upload — multipart layout, headers,
 event.json fields and types — and `go tool pprof` reads each attachment.
 Over http:// and unix://, periodic uploads (profile_seq 0, 1, 2...) plus the
 one at exit, the unified service tags and DD_TAGS, and an Agent that appears
-after start receiving the profiles from then on."""
+after start receiving the profiles from then on (libcurl is loaded only then:
+a process with no Agent listening never maps it)."""
 import json
 import os
 import re
@@ -110,9 +111,24 @@ env = shim_env(agent="unix://" + sock, extra={"DD_PROFILING_UPLOAD_PERIOD": "1"}
 env["PWD"] = os.path.dirname(out)
 proc = subprocess.Popen([os.path.join(PROGS, "busy"), "6000"], env=env, cwd=os.path.dirname(out),
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def maps_has(pid, name):
+    try:
+        with open("/proc/%d/maps" % pid) as f:
+            return name in f.read()
+    except OSError:
+        return None
+
+
 time.sleep(2.5)
+curl_before = maps_has(proc.pid, "libcurl")
 ik = Intake(unix=sock)
 try:
+    deadline = time.time() + 10
+    while time.time() < deadline and not ik.uploads():
+        time.sleep(0.1)
+    curl_after = maps_has(proc.pid, "libcurl")
     so, se = proc.communicate(timeout=60)
     time.sleep(0.2)
     local = profiles_in(os.path.join(os.path.dirname(out), "ddshim-out"))
@@ -121,6 +137,8 @@ try:
     t.ok(len(local) >= 1, "late Agent: before it answers, profiles land in ./ddshim-out (%d)" % len(local))
     t.ok(len(ups) >= 1 and all(u.get("ok") for u in ups),
          "late Agent: once it answers, new profiles go to it (%d uploads)" % len(ups), se.decode(errors="replace"))
+    t.ok(curl_before is False, "late Agent: while nothing listens, libcurl is not loaded (%s)" % curl_before)
+    t.ok(curl_after is True, "late Agent: once it listens, libcurl is loaded (%s)" % curl_after)
 finally:
     ik.stop()
 t.done()

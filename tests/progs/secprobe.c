@@ -9,7 +9,7 @@
  *   secprobe spawn HOW WAIT_MS
  *                           open /dev/null WITHOUT close-on-exec (the one
  *                           descriptor it means its children to get), burn
- *                           CPU until a connected socket it never opened
+ *                           CPU until a connected socket it never opened, held 10 ms,
  *                           appears among its descriptors (the shim's
  *                           connection to the Agent; at most WAIT_MS ms), print its descriptors then
  *                           ("host fd N TARGET"), start "secprobe list" with
@@ -145,6 +145,15 @@ static int spawn(const char *how, long wait_ms)
     while (!f.found && now_ns(CLOCK_MONOTONIC) < end) {
         secprobe_burn(1);
         each_fd(find_socket, &f);
+        if (!f.found)
+            continue;
+        /* A connection held, not a passing one (the shim's plain connect
+         * that asks whether anything listens is closed at once). */
+        secprobe_burn(10);
+        struct find still = {.found = 0};
+        snprintf(still.want, sizeof still.want, "%s", f.target);
+        each_fd(find_socket, &still);
+        f.found = still.found;
     }
     if (!f.found) {
         printf("no connection of the shim's seen in %ld ms\n", wait_ms);
