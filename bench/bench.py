@@ -1142,10 +1142,18 @@ def sec_footprint():
         cases.insert(2, ("busy, as above, with /usr/lib/debug hidden (libc6-dbg's DWARF out of reach)",
                          hide + [os.path.join(PROGS, "busy"), "4000"], [os.path.join(PROGS, "busy"), "4000"], 3.0,
                          {"DD_PROFILING_UPLOAD_PERIOD": "1"}))
+    # the same busy program delivering to an Agent (a capture intake): libcurl and its TLS closure loaded
+    ik_rss = Intake()
+    cases.insert(2, ("busy, as above, delivering to an Agent (capture intake): libcurl loaded",
+                     [os.path.join(PROGS, "busy"), "4000"], [os.path.join(PROGS, "busy"), "4000"], 3.0,
+                     {"DD_PROFILING_UPLOAD_PERIOD": "1", "agent": ik_rss.url}))
     for label, argv, argv_base, at, extra in cases:
         b, bpeak, _ = run_rss(argv_base, plain(), min(at, 2.0))
         out = tmp("m")
-        m, mpeak, mr = run_rss(argv, shim(out, DD_TRACE_ENABLED="false", **extra), at)
+        extra = dict(extra)
+        agent = extra.pop("agent", None)
+        env = shim(agent=agent, DD_TRACE_ENABLED="false", **extra) if agent else shim(out, DD_TRACE_ENABLED="false", **extra)
+        m, mpeak, mr = run_rss(argv, env, at)
         g, gpeak = None, None
         if LIBPROFILER:
             g, gpeak, _ = run_rss(argv_base, gperf(os.path.join(tmp("mg"), "p.prof"), 999 if any("bench/stacks" in a for a in argv) else 99),
@@ -1169,11 +1177,12 @@ def sec_footprint():
                      ("%+.1f MB" % add_peak) if add_peak is not None else "n/a", gtxt])
         cmds.append(mr.cmd)
         log("rss: %s" % label)
+    ik_rss.stop()
     worst = max(max(v[0] or 0, v[1] or 0) for v in res.values())
     worst_anon = max((v[3] or 0) for v in res.values())
     okm = worst <= 8.0
     nst = [v[2] for v in res.values() if v[2] is not None]
-    summary.append(("rss", "RSS added (worst of idle / busy / many stacks / 100 threads; VmRSS mid-run or peak at exit)",
+    summary.append(("rss", "RSS added (worst of idle / busy without and with an Agent / many stacks / 100 threads; VmRSS mid-run or peak at exit)",
                     "%+.1f MB (of which private anonymous %+.1f MB)" % (worst, worst_anon),
                     "gperftools: see 4a", "≤ 8 MB", okm))
     md = ["## 4. Footprint", "", "### 4a. Memory", "",
@@ -1182,9 +1191,10 @@ def sec_footprint():
           "building), against the same program without the shim. Each program is started by bench/spawn.c (a "
           "small C spawner: the kernel copies the spawning process's own peak RSS into the child's ru_maxrss at "
           "exec, so a child of python3 would report ≥ 12 MB). One run each. gperftools (CPUPROFILE set, same "
-          "rate) beside it. VmRSS counts the shared libraries' resident file pages (libcurl, libssl, libdw... "
-          "once the shim's uploader has loaded them), which other processes share; RssAnon is what the process "
-          "alone adds.", "",
+          "rate) beside it. VmRSS counts the shared libraries' resident file pages (libdw, libelf, protobuf-c... "
+          "once the shim's uploader has loaded them; libcurl with its TLS, LDAP and Kerberos libraries only once an "
+          "Agent is found listening, hence the row with an Agent), which other processes share; RssAnon is what "
+          "the process alone adds.", "",
           table(["program", "VmRSS without", "VmRSS with ddshim", "added VmRSS (mid-run)", "added RssAnon (mid-run)",
                  "added peak (ru_maxrss)", "gperftools added"], rows), "",
           "Many stacks: the program walks ~10^6 distinct call paths, so nearly every sample is a new stack; the "
