@@ -398,7 +398,7 @@ static int module_dwarf_size(Dwfl_Module *mod, struct dwarf_size *ds, char *wher
 
 struct sym_ent {
     uint64_t addr;    /* module address */
-    const char *name; /* libdw's string table: lives as long as the module */
+    const char *name; /* libdw's string table or mod_data.vnames: lives as long as the module */
     uint32_t sec;     /* index into mod_data.sec_end */
     uint32_t file;    /* index into mod_data.files; 0: none */
 };
@@ -424,6 +424,8 @@ struct mod_data {
     size_t nsyms;
     uint64_t *sec_end; /* end address of each executable section seen */
     size_t nsec;
+    char *vnames; /* versioned symbol names, trimmed at '@' */
+    size_t nvbytes;
     const char **files; /* STT_FILE names; [0] = NULL */
     size_t nfiles;
     struct cu_fns *cus; /* sorted by cu_off */
@@ -435,6 +437,7 @@ static void mod_data_free(struct mod_data *md)
     if (md == NULL)
         return;
     free(md->syms);
+    free(md->vnames);
     free(md->sec_end);
     free(md->files);
     for (size_t i = 0; i < md->ncus; i++)
@@ -609,6 +612,30 @@ static void build_syms(Dwfl_Module *mod, struct mod_data *md)
         t[k].e.file = GELF_ST_BIND(sym.st_info) == STB_LOCAL ? cur_file : 0;
         t[k].rank = sym_rank(&sym);
         k++;
+    }
+    /* A .symtab made by GNU tools spells a versioned definition
+     * "name@@VERSION" or "name@VERSION" (libc6-dbg's has ~2,000 of them);
+     * the function's name is the part before '@', as .dynsym gives it.
+     * Trimmed copies live in one block next to the symbols. */
+    size_t vbytes = 0;
+    for (size_t i = 0; i < k; i++) {
+        const char *at = strchr(t[i].e.name, '@');
+        if (at != NULL && at != t[i].e.name)
+            vbytes += (size_t)(at - t[i].e.name) + 1;
+    }
+    if (vbytes > 0 && (md->vnames = malloc(vbytes)) != NULL) {
+        char *p = md->vnames;
+        for (size_t i = 0; i < k; i++) {
+            const char *at = strchr(t[i].e.name, '@');
+            if (at == NULL || at == t[i].e.name)
+                continue;
+            size_t len = (size_t)(at - t[i].e.name);
+            memcpy(p, t[i].e.name, len);
+            p[len] = '\0';
+            t[i].e.name = p;
+            p += len + 1;
+        }
+        md->nvbytes = vbytes;
     }
     qsort(t, k, sizeof *t, cmp_sym_tmp);
     md->syms = malloc((k ? k : 1) * sizeof *md->syms);
@@ -1087,7 +1114,8 @@ static int memory_cb(Dwfl_Module *mod, void **userdata, const char *name, Dwarf_
     const struct mod_data *md = *userdata;
     size_t *total = arg;
     if (md != NULL) {
-        *total += sizeof *md + md->nsyms * sizeof *md->syms + md->nsec * sizeof *md->sec_end +
+        *total += sizeof *md + md->nsyms * sizeof *md->syms + md->nvbytes +
+                  md->nsec * sizeof *md->sec_end +
                   md->nfiles * sizeof *md->files + md->capcus * sizeof *md->cus;
         for (size_t i = 0; i < md->ncus; i++)
             *total += md->cus[i].n * sizeof *md->cus[i].v;
