@@ -1,8 +1,10 @@
 /* symbolize/sym_dwfl.c — owns the elfutils side of symbolization: one Dwfl
  * session for this process, fed from sym.c's /proc/self/maps snapshot, and
  * the translation of an address into (inlined) frames from .symtab/.dynsym
- * and DWARF. Called only by sym.c, i.e. from the shim's uploader thread;
- * nothing here runs in signal context.
+ * and DWARF, and the per-module decision whether libdw may load that DWARF
+ * at all (its size against the limit, read before anything is inflated).
+ * Called only by sym.c, i.e. from the shim's uploader thread; nothing here
+ * runs in signal context.
  *
  * Why not dwfl_standard_find_debuginfo: when its local search fails it falls
  * back to debuginfod, which dlopens libdebuginfod (and libcurl, with its
