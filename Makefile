@@ -101,7 +101,8 @@ $(B)/tests/test_pprof: tests/unit/test_pprof.c $(PPROF_O) $(COMMON_O)
 	$(CC) $(UNIT_CFLAGS) -o $@ $^ $(LDSAN) -lprotobuf-c -lz
 $(B)/tests/test_sym: tests/unit/test_sym.c $(SYM_O) $(COMMON_O) $(B)/tests/libsymtest_dl.so
 	@mkdir -p $(dir $@)
-	$(CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_sym.c $(SYM_O) $(COMMON_O) $(LDSAN) -ldw -lelf -ldl
+	$(CC) $(UNIT_CFLAGS) -o $@ tests/unit/test_sym.c $(SYM_O) $(COMMON_O) $(LDSAN) -ldw -lelf -ldl \
+	    -Wl,--export-dynamic-symbol=inflate
 $(B)/tests/libsymtest_dl.so: tests/unit/symtest_dl.c
 	@mkdir -p $(dir $@)
 	$(CC) $(UNIT_CFLAGS) -shared -o $@ $<

@@ -38,6 +38,8 @@ struct agent_ctx {
     int said_where, said_traces;
     sym_ctx *sym;
     struct spans_state *spans;
+    uint32_t dwarf_said[64]; /* objects whose skipped DWARF the log already named */
+    int ndwarf_said;
 };
 
 static int64_t mono_ns(void)
@@ -212,6 +214,52 @@ static void add_main_mapping_first(struct build *bd)
     }
 }
 
+static uint32_t hash_str(const char *s)
+{
+    uint32_t h = 2166136261u;
+    while (*s)
+        h = (h ^ (unsigned char)*s++) * 16777619u;
+    return h;
+}
+
+/* The objects this profile named from their symbol tables only because their
+ * DWARF is over DD_SHIM_DWARF_MAX_BYTES: one comment each in the profile, and
+ * one info line per object for the process's life (the log is for people;
+ * the comments travel with every profile). */
+static void say_dwarf_skipped(struct agent_ctx *c, pprof_builder *b)
+{
+    if (!c->sym)
+        return;
+    uint64_t max = c->cfg->dwarf_max_bytes;
+    char limit[64];
+    if (max == 0)
+        snprintf(limit, sizeof limit, "DD_SHIM_DWARF_MAX_BYTES=0");
+    else
+        snprintf(limit, sizeof limit, "over DD_SHIM_DWARF_MAX_BYTES (%.1f MB)", (double)max / (1 << 20));
+    sym_dwarf_skip k;
+    for (int i = 0; sym_dwarf_skipped(c->sym, i, &k) == 0; i++) {
+        char text[1024], size[32];
+        if (k.bytes < (1 << 20))
+            snprintf(size, sizeof size, "%.1f KB", (double)k.bytes / 1024);
+        else
+            snprintf(size, sizeof size, "%.1f MB", (double)k.bytes / (1 << 20));
+        snprintf(text, sizeof text,
+                 "ddshim: %s named from its symbol table only, no file:line or inlined frames: "
+                 "its DWARF (%s in %s) is %s",
+                 k.path, size, k.dwarf, limit);
+        if (i < 32)
+            pprof_add_comment(b, text);
+        uint32_t h = hash_str(k.path);
+        int said = 0;
+        for (int j = 0; j < c->ndwarf_said && !said; j++)
+            said = c->dwarf_said[j] == h;
+        if (said || c->ndwarf_said == (int)(sizeof c->dwarf_said / sizeof c->dwarf_said[0]))
+            continue;
+        c->dwarf_said[c->ndwarf_said++] = h;
+        log_info("symbolize: %s", text + strlen("ddshim: "));
+    }
+}
+
 static pprof_builder *build_profile(struct agent_ctx *c, const struct agent_profile *p)
 {
     const pprof_value_type types[2] = {{"cpu-time", "nanoseconds"}, {"cpu-samples", "count"}};
@@ -220,8 +268,8 @@ static pprof_builder *build_profile(struct agent_ctx *c, const struct agent_prof
     if (!bd.b)
         return NULL;
     pprof_set_time(bd.b, p->start_ns, p->end_ns - p->start_ns);
-    if (!c->sym)
-        c->sym = sym_new();
+    if (!c->sym && (c->sym = sym_new()) != NULL)
+        sym_set_dwarf_limit(c->sym, c->cfg->dwarf_max_bytes);
     if (c->sym)
         add_main_mapping_first(&bd);
 
@@ -253,6 +301,7 @@ static pprof_builder *build_profile(struct agent_ctx *c, const struct agent_prof
             labels[nlab++] = (pprof_label){"local root span id", NULL, (int64_t)e->root_span_id, NULL};
         pprof_add_sample(bd.b, locs, nl, values, labels, nlab);
     }
+    say_dwarf_skipped(c, bd.b);
     if (p->samples_taken) {
         char text[128];
         snprintf(text, sizeof text, "ddshim: %llu samples, signal handler %llu ns per sample (mean)",

@@ -11,7 +11,7 @@
 #include "agent_io/stacks.h"
 #include "preload/config.h"
 
-#define DDSHIM_AGENT_ABI 3
+#define DDSHIM_AGENT_ABI 4 /* 4: shim_config.dwarf_max_bytes */
 
 struct agent_settings {
     const struct shim_config *cfg;

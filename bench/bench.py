@@ -261,8 +261,9 @@ def sec_sampling():
           "Steady state = the program's own getrusage(RUSAGE_SELF) printed at the end of main: every thread's CPU "
           "while it works (signal delivery, the handler, the shim's collector thread draining the ring every "
           "10 ms), not the final profile written at exit. The whole-process figure (wait4) adds that exit-time "
-          "work, a fixed cost per process (for ddshim: symbolizing with libdw, which here inflates libc6-dbg's "
-          "zlib-compressed DWARF, then pprof and gzip), which weighs on a %.1f s run but not on a long-running "
+          "work, a fixed cost per process (for ddshim: loading the agent library with libcurl and its TLS stacks, "
+          "symbolizing with libdw — objects with more DWARF than DD_SHIM_DWARF_MAX_BYTES, such as libc6-dbg's, "
+          "from their symbol tables — then pprof and gzip), which weighs on a %.1f s run but not on a long-running "
           "one. The A/A row (a second no-profiler run in every round) shows how far two identical runs drift apart "
           "on this shared machine: differences within its range are noise, not profiler cost (at ~250 samples "
           "per CPU-second and ~5 µs per sample, the shim's expected steady-state cost at 999 Hz is ~0.1–0.2 %%). "
@@ -1137,7 +1138,8 @@ def sec_footprint():
     ]
     if os.geteuid() == 0 and lib.shutil.which("unshare") and os.path.isdir("/usr/lib/debug"):
         # the same busy program with the debug-info packages hidden (a private mount namespace with an
-        # empty tmpfs on /usr/lib/debug): how much of the memory is libdw reading detached DWARF
+        # empty tmpfs on /usr/lib/debug): how much of the memory is libdw reading detached DWARF (with
+        # DD_SHIM_DWARF_MAX_BYTES at its default, libc6-dbg's is over it: the two rows should match)
         hide = ["unshare", "-m", "sh", "-c", 'mount -t tmpfs none /usr/lib/debug && exec "$0" "$@"']
         cases.insert(2, ("busy, as above, with /usr/lib/debug hidden (libc6-dbg's DWARF out of reach)",
                          hide + [os.path.join(PROGS, "busy"), "4000"], [os.path.join(PROGS, "busy"), "4000"], 3.0,

@@ -25,6 +25,8 @@ struct shim_config {
     int announce;           /* say where data goes on stderr: a terminal, or the process ddrun started */
     char spool_dir[1024];   /* DD_SHIM_SPOOL_DIR or /var/tmp/ddshim-<euid> (absolute) */
     uint64_t spool_max_bytes; /* DD_SHIM_SPOOL_MAX_BYTES, 0 = no spooling */
+    uint64_t dwarf_max_bytes; /* DD_SHIM_DWARF_MAX_BYTES: an object's DWARF is read only up to this
+                                 size (uncompressed); 0 = never, names from symbol tables */
 };
 
 /* Read the configuration. getenv_fn is getenv in the shim, a fake in tests.

@@ -632,6 +632,19 @@ int sym_set_cache_limit(sym_ctx *ctx, size_t max_entries)
     return 0;
 }
 
+void sym_set_dwarf_limit(sym_ctx *ctx, uint64_t max_bytes)
+{
+    if (ctx != NULL)
+        sym_dwfl_set_dwarf_limit(ctx->dw, max_bytes);
+}
+
+int sym_dwarf_skipped(const sym_ctx *ctx, int i, sym_dwarf_skip *out)
+{
+    if (ctx == NULL || out == NULL)
+        return -1;
+    return sym_dwfl_dwarf_skipped(ctx->dw, i, &out->path, &out->dwarf, &out->bytes);
+}
+
 void sym_free(sym_ctx *ctx)
 {
     if (ctx == NULL)

@@ -6,7 +6,8 @@
  * Backed by elfutils: ELF .symtab/.dynsym for names (executable, every shared
  * library, and libraries dlopen'd later, picked up by sym_refresh), DWARF via
  * libdw for file:line and inlined frames when present (including separate
- * debuginfo found by build id), C++ names demangled. */
+ * debuginfo found by build id) and within sym_set_dwarf_limit, C++ names
+ * demangled. */
 #ifndef DDSHIM_SYM_H
 #define DDSHIM_SYM_H
 
@@ -70,6 +71,27 @@ void sym_free(sym_ctx *ctx);
  * cache is dropped and refilled on demand; interned strings stay. Clears the
  * cache now. 0 or -EINVAL. */
 int sym_set_cache_limit(sym_ctx *ctx, size_t max_entries);
+
+/* An object's DWARF (file:line, inlined frames) is read only when its debug
+ * sections, uncompressed, add up to at most max_bytes (its separate debug
+ * file and dwz file counted, sized from section headers: nothing is inflated
+ * to decide). Above it, or with 0, the object's functions are named from its
+ * symbol tables (.symtab of the file or of its debug file, else .dynsym):
+ * true names, no file:line (a local symbol keeps its STT_FILE name), no
+ * inlined frames. libdw inflates compressed DWARF whole and keeps it: this
+ * bounds the memory and CPU that costs. Applies to objects first looked up
+ * after the call. */
+#define SYM_DWARF_MAX_DEFAULT (4u << 20)
+void sym_set_dwarf_limit(sym_ctx *ctx, uint64_t max_bytes);
+
+/* Objects named from their symbol tables only because of that limit, in the
+ * order met: the i-th (0..), or -1 past the end. Strings live until sym_free. */
+typedef struct sym_dwarf_skip {
+    const char *path;  /* the object, as mapped */
+    const char *dwarf; /* the file its DWARF is in (itself, or a debug file) */
+    uint64_t bytes;    /* that DWARF's uncompressed size */
+} sym_dwarf_skip;
+int sym_dwarf_skipped(const sym_ctx *ctx, int i, sym_dwarf_skip *out);
 
 /* Demangle an Itanium C++ ABI name ("_ZN2ns3Cls6methodEi") into buf
  * ("ns::Cls::method(int)"), truncating to len - 1 bytes. Returns 1 when

@@ -1,8 +1,10 @@
 /* symbolize/sym_dwfl.c — owns the elfutils side of symbolization: one Dwfl
  * session for this process, fed from sym.c's /proc/self/maps snapshot, and
  * the translation of an address into (inlined) frames from .symtab/.dynsym
- * and DWARF. Called only by sym.c, i.e. from the shim's uploader thread;
- * nothing here runs in signal context.
+ * and DWARF, and the per-module decision whether libdw may load that DWARF
+ * at all (its size against the limit, read before anything is inflated).
+ * Called only by sym.c, i.e. from the shim's uploader thread; nothing here
+ * runs in signal context.
  *
  * Why not dwfl_standard_find_debuginfo: when its local search fails it falls
  * back to debuginfod, which dlopens libdebuginfod (and libcurl, with its
@@ -33,8 +35,18 @@
 
 #include "common/log.h"
 
+/* A module named from its symbol tables only: its DWARF is over the limit. */
+struct dw_skip {
+    char *path;  /* the module's file */
+    char *dwarf; /* the file its DWARF is in (the module's, or a debug file) */
+    uint64_t bytes;
+};
+
 struct sym_dwfl {
     Dwfl *dwfl;
+    uint64_t dwarf_max; /* bytes of DWARF (uncompressed) read per module at most */
+    struct dw_skip *skips;
+    int nskips, capskips;
 };
 
 /* ---- file descriptors ------------------------------------------------------ */
@@ -118,6 +130,43 @@ static int debug_candidate_ok(Dwfl_Module *mod, int fd, GElf_Word crc)
     return crc == 0 || file_crc_matches(fd, crc);
 }
 
+/* The .gnu_debuglink candidates, in gdb's order: next to the file, in
+ * .debug/ there, under /usr/lib/debug. An open descriptor of the first that
+ * belongs to mod (path copied into path), or -1. */
+static int open_debuglink(Dwfl_Module *mod, const char *file_name, const char *debuglink_file,
+                          GElf_Word debuglink_crc, char *path, size_t pathsz)
+{
+    if (debuglink_file == NULL || file_name == NULL || file_name[0] != '/')
+        return -1;
+    const char *slash = strrchr(file_name, '/');
+    int dirlen = (int)(slash - file_name);
+    struct stat main_st;
+    if (stat(file_name, &main_st) != 0)
+        memset(&main_st, 0, sizeof main_st);
+    for (int i = 0; i < 3; i++) {
+        int n;
+        if (i == 0)
+            n = snprintf(path, pathsz, "%.*s/%s", dirlen, file_name, debuglink_file);
+        else if (i == 1)
+            n = snprintf(path, pathsz, "%.*s/.debug/%s", dirlen, file_name, debuglink_file);
+        else
+            n = snprintf(path, pathsz, "/usr/lib/debug%.*s/%s", dirlen, file_name,
+                         debuglink_file);
+        if (n < 0 || (size_t)n >= pathsz)
+            continue;
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        struct stat st;
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+            !(st.st_ino == main_st.st_ino && st.st_dev == main_st.st_dev) &&
+            debug_candidate_ok(mod, fd, debuglink_crc))
+            return fd;
+        close(fd);
+    }
+    return -1;
+}
+
 static int find_debuginfo_local(Dwfl_Module *mod, void **userdata, const char *modname,
                                 GElf_Addr base, const char *file_name,
                                 const char *debuglink_file, GElf_Word debuglink_crc,
@@ -129,36 +178,11 @@ static int find_debuginfo_local(Dwfl_Module *mod, void **userdata, const char *m
         set_cloexec(fd);
         return fd;
     }
-    if (debuglink_file == NULL || file_name == NULL || file_name[0] != '/')
-        return -1;
-    const char *slash = strrchr(file_name, '/');
-    int dirlen = (int)(slash - file_name);
-    struct stat main_st;
-    if (stat(file_name, &main_st) != 0)
-        memset(&main_st, 0, sizeof main_st);
-    for (int i = 0; i < 3; i++) {
-        char path[PATH_MAX];
-        int n;
-        if (i == 0)
-            n = snprintf(path, sizeof path, "%.*s/%s", dirlen, file_name, debuglink_file);
-        else if (i == 1)
-            n = snprintf(path, sizeof path, "%.*s/.debug/%s", dirlen, file_name, debuglink_file);
-        else
-            n = snprintf(path, sizeof path, "/usr/lib/debug%.*s/%s", dirlen, file_name,
-                         debuglink_file);
-        if (n < 0 || (size_t)n >= sizeof path)
-            continue;
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        struct stat st;
-        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-            !(st.st_ino == main_st.st_ino && st.st_dev == main_st.st_dev) &&
-            debug_candidate_ok(mod, fd, debuglink_crc)) {
-            *debuginfo_file_name = strdup(path);
-            return fd;
-        }
-        close(fd);
+    char path[PATH_MAX];
+    fd = open_debuglink(mod, file_name, debuglink_file, debuglink_crc, path, sizeof path);
+    if (fd >= 0) {
+        *debuginfo_file_name = strdup(path);
+        return fd;
     }
     errno = 0;
     return -1;
@@ -169,6 +193,199 @@ static const Dwfl_Callbacks callbacks = {
     .find_debuginfo = find_debuginfo_local,
     .debuginfo_path = NULL, /* libdwfl's default ":.debug:/usr/lib/debug" */
 };
+
+/* ---- how much DWARF libdw would read for a module ---------------------------
+ *
+ * dwarf_begin_elf inflates every compressed .debug_* section of the file it
+ * opens, at once, into memory kept until the Dwfl ends: libc6-dbg's 3.6 MB of
+ * zlib streams become 9.5 MB of DWARF, ~12 MB of anonymous memory and ~40 ms
+ * of CPU, paid again for every profile (the symbolizer is rebuilt each period
+ * to give that memory back). So before the first DWARF call for a module
+ * (dwfl_module_addrdie) we size the DWARF it would bring in, from section
+ * headers and compression headers only, in the file libdwfl would use
+ * (the module's own file if it carries DWARF, else the separate debug file our
+ * find_debuginfo callback would hand it) plus its dwz file; above the limit we
+ * never make that call, and the symbol tables (.symtab of the file or of its
+ * debug file, which libdwfl reads without touching .debug_*, then .dynsym)
+ * name the functions. The lookup below follows find_debuginfo_local. */
+
+struct dwarf_size {
+    uint64_t bytes; /* uncompressed .debug_* / .zdebug_* sections */
+    int usable;     /* has a section dwarf_begin_elf starts from (info, line or frame) */
+    unsigned char alt_id[64];
+    size_t alt_len;     /* .gnu_debugaltlink build id (dwz file); 0: none */
+    char alt_name[256]; /* and its file name as written there */
+};
+
+static uint64_t read_uint(const unsigned char *p, int n, int big_endian)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v |= (uint64_t)p[big_endian ? i : n - 1 - i] << (8 * (n - 1 - i));
+    return v;
+}
+
+/* Section bytes without copying when the file is mapped (libdwfl and we open
+ * them ELF_C_READ_MMAP); only the few bytes asked for are touched. */
+static const unsigned char *raw_bytes(Elf *elf, uint64_t off, size_t len)
+{
+    Elf_Data *d = elf_getdata_rawchunk(elf, (int64_t)off, len, ELF_T_BYTE);
+    return d != NULL && d->d_buf != NULL && d->d_size >= len ? d->d_buf : NULL;
+}
+
+static void elf_dwarf_size(Elf *elf, struct dwarf_size *ds)
+{
+    memset(ds, 0, sizeof *ds);
+    size_t shstrndx;
+    const char *ident = elf_getident(elf, NULL);
+    if (ident == NULL || elf_getshdrstrndx(elf, &shstrndx) != 0)
+        return;
+    int is64 = ident[EI_CLASS] == ELFCLASS64, be = ident[EI_DATA] == ELFDATA2MSB;
+    Elf_Scn *scn = NULL;
+    while ((scn = elf_nextscn(elf, scn)) != NULL) {
+        GElf_Shdr sh;
+        /* libdw skips these too */
+        if (gelf_getshdr(scn, &sh) == NULL || sh.sh_type == SHT_NOBITS ||
+            (sh.sh_flags & SHF_GROUP))
+            continue;
+        const char *name = elf_strptr(elf, shstrndx, sh.sh_name);
+        if (name == NULL)
+            continue;
+        if (strcmp(name, ".gnu_debugaltlink") == 0) {
+            /* file name, NUL, build id */
+            size_t len = sh.sh_size < 512 ? (size_t)sh.sh_size : 0;
+            const unsigned char *p = len ? raw_bytes(elf, sh.sh_offset, len) : NULL;
+            const unsigned char *nul = p ? memchr(p, 0, len) : NULL;
+            size_t nlen = nul ? (size_t)(nul - p) : 0, idlen = nul ? len - nlen - 1 : 0;
+            if (nul && nlen < sizeof ds->alt_name && idlen > 0 && idlen <= sizeof ds->alt_id) {
+                memcpy(ds->alt_name, p, nlen + 1);
+                memcpy(ds->alt_id, nul + 1, idlen);
+                ds->alt_len = idlen;
+            }
+            continue;
+        }
+        int gnu_z = strncmp(name, ".zdebug_", 8) == 0;
+        if (!gnu_z && strncmp(name, ".debug_", 7) != 0)
+            continue;
+        const char *kind = name + (gnu_z ? 8 : 7);
+        if (strcmp(kind, "info") == 0 || strcmp(kind, "line") == 0 || strcmp(kind, "frame") == 0)
+            ds->usable = 1;
+        uint64_t size = sh.sh_size;
+        if (sh.sh_flags & SHF_COMPRESSED) {
+            /* Elf64_Chdr: type, reserved, size; Elf32_Chdr: type, size */
+            const unsigned char *p = raw_bytes(elf, sh.sh_offset, is64 ? 16 : 8);
+            if (p != NULL)
+                size = read_uint(p + (is64 ? 8 : 4), is64 ? 8 : 4, be);
+        } else if (gnu_z) {
+            /* "ZLIB", then the size as 8 big-endian bytes */
+            const unsigned char *p = raw_bytes(elf, sh.sh_offset, 12);
+            if (p != NULL && memcmp(p, "ZLIB", 4) == 0)
+                size = read_uint(p + 4, 8, 1);
+        }
+        ds->bytes = size > UINT64_MAX - ds->bytes ? UINT64_MAX : ds->bytes + size;
+    }
+}
+
+static int fd_dwarf_size(int fd, struct dwarf_size *ds)
+{
+    Elf *e = elf_begin(fd, ELF_C_READ_MMAP, NULL);
+    if (e == NULL || elf_kind(e) != ELF_K_ELF) {
+        elf_end(e);
+        return -1;
+    }
+    elf_dwarf_size(e, ds);
+    elf_end(e);
+    return 0;
+}
+
+/* /usr/lib/debug/.build-id/xx/yyyy.debug, the one place libdwfl looks up a
+ * build id with the default debuginfo_path. -1 or an open descriptor. */
+static int open_build_id_debug(const unsigned char *id, size_t len, char *path, size_t pathsz)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (len < 3 || len > 64 || pathsz < sizeof "/usr/lib/debug/.build-id/xx/.debug" + 2 * len)
+        return -1;
+    size_t n = (size_t)snprintf(path, pathsz, "/usr/lib/debug/.build-id/%c%c/", hex[id[0] >> 4],
+                                hex[id[0] & 15]);
+    for (size_t i = 1; i < len; i++) {
+        path[n++] = hex[id[i] >> 4];
+        path[n++] = hex[id[i] & 15];
+    }
+    memcpy(path + n, ".debug", sizeof ".debug");
+    return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+/* The dwz file a DWARF file points to: by build id, else by the name it
+ * gives (absolute, or relative to the DWARF file's directory). Adds its
+ * DWARF to ds->bytes; nothing when it is not there (libdw will not find it
+ * either, and reads the file without it). */
+static void add_alt_size(struct dwarf_size *ds, const char *dwarf_path)
+{
+    if (ds->alt_len == 0)
+        return;
+    char path[PATH_MAX];
+    int fd = open_build_id_debug(ds->alt_id, ds->alt_len, path, sizeof path);
+    if (fd < 0 && ds->alt_name[0] != '\0') {
+        const char *slash = dwarf_path != NULL ? strrchr(dwarf_path, '/') : NULL;
+        int n = ds->alt_name[0] == '/' || slash == NULL
+                    ? snprintf(path, sizeof path, "%s", ds->alt_name)
+                    : snprintf(path, sizeof path, "%.*s/%s", (int)(slash - dwarf_path), dwarf_path,
+                               ds->alt_name);
+        if (n > 0 && (size_t)n < sizeof path)
+            fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    if (fd < 0)
+        return;
+    struct dwarf_size alt;
+    if (fd_dwarf_size(fd, &alt) == 0)
+        ds->bytes = alt.bytes > UINT64_MAX - ds->bytes ? UINT64_MAX : ds->bytes + alt.bytes;
+    close(fd);
+}
+
+/* Size the DWARF libdwfl would load for mod. Returns 0 with *ds filled and
+ * where (the file it is in) set, or -1 when there is none to load (no DWARF
+ * in the module's file and no separate debug file for it). */
+static int module_dwarf_size(Dwfl_Module *mod, struct dwarf_size *ds, char *where, size_t wheresz)
+{
+    Dwarf_Addr bias;
+    Elf *main_elf = dwfl_module_getelf(mod, &bias);
+    if (main_elf == NULL)
+        return -1;
+    const char *main_name = NULL;
+    dwfl_module_info(mod, NULL, NULL, NULL, NULL, NULL, &main_name, NULL);
+    elf_dwarf_size(main_elf, ds);
+    if (ds->usable) {
+        /* find_dw: the module's own file first */
+        snprintf(where, wheresz, "%s", main_name != NULL ? main_name : "");
+        add_alt_size(ds, main_name);
+        return 0;
+    }
+    /* the separate file, found as find_debuginfo_local finds it */
+    const unsigned char *bits = NULL;
+    GElf_Addr vaddr;
+    int n = dwfl_module_build_id(mod, &bits, &vaddr);
+    int fd = -1;
+    if (n > 0) {
+        fd = open_build_id_debug(bits, (size_t)n, where, wheresz);
+        if (fd >= 0 && !debug_candidate_ok(mod, fd, 0)) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    if (fd < 0) {
+        GElf_Word crc = 0;
+        const char *link = dwelf_elf_gnu_debuglink(main_elf, &crc);
+        fd = open_debuglink(mod, main_name, link, crc, where, wheresz);
+    }
+    if (fd < 0)
+        return -1;
+    int rc = fd_dwarf_size(fd, ds);
+    close(fd);
+    if (rc != 0 || !ds->usable)
+        return -1;
+    add_alt_size(ds, where);
+    return 0;
+}
 
 /* ---- per-module indexes ------------------------------------------------------
  *
@@ -183,7 +400,7 @@ static const Dwfl_Callbacks callbacks = {
 
 struct sym_ent {
     uint64_t addr;    /* module address */
-    const char *name; /* libdw's string table: lives as long as the module */
+    const char *name; /* libdw's string table or mod_data.vnames: lives as long as the module */
     uint32_t sec;     /* index into mod_data.sec_end */
     uint32_t file;    /* index into mod_data.files; 0: none */
 };
@@ -200,12 +417,17 @@ struct cu_fns {
     size_t n;
 };
 
+enum { DW_UNDECIDED, DW_READ, DW_SKIP };
+
 struct mod_data {
+    int dw_state; /* DW_*: whether libdw may load this module's DWARF */
     int syms_done;
     struct sym_ent *syms;
     size_t nsyms;
     uint64_t *sec_end; /* end address of each executable section seen */
     size_t nsec;
+    char *vnames; /* versioned symbol names, trimmed at '@' */
+    size_t nvbytes;
     const char **files; /* STT_FILE names; [0] = NULL */
     size_t nfiles;
     struct cu_fns *cus; /* sorted by cu_off */
@@ -217,6 +439,7 @@ static void mod_data_free(struct mod_data *md)
     if (md == NULL)
         return;
     free(md->syms);
+    free(md->vnames);
     free(md->sec_end);
     free(md->files);
     for (size_t i = 0; i < md->ncus; i++)
@@ -233,6 +456,56 @@ static struct mod_data *mod_data_get(Dwfl_Module *mod)
     if (*ud == NULL)
         *ud = calloc(1, sizeof(struct mod_data));
     return *ud;
+}
+
+static void note_skip(sym_dwfl *d, const char *path, const char *dwarf, uint64_t bytes)
+{
+    for (int i = 0; i < d->nskips; i++)
+        if (strcmp(d->skips[i].path, path) == 0)
+            return;
+    if (d->nskips == d->capskips) {
+        int ncap = d->capskips ? d->capskips * 2 : 8;
+        struct dw_skip *ns = realloc(d->skips, (size_t)ncap * sizeof *ns);
+        if (ns == NULL)
+            return;
+        d->skips = ns;
+        d->capskips = ncap;
+    }
+    struct dw_skip *k = &d->skips[d->nskips];
+    k->path = strdup(path);
+    k->dwarf = strdup(dwarf);
+    k->bytes = bytes;
+    if (k->path == NULL || k->dwarf == NULL) {
+        free(k->path);
+        free(k->dwarf);
+        return;
+    }
+    d->nskips++;
+}
+
+/* Whether libdw may load mod's DWARF: decided once per module, before the
+ * first DWARF call (see "how much DWARF" above). Without our per-module data
+ * (out of memory) the answer is no: names still come from the symbols. */
+static int dwarf_allowed(sym_dwfl *d, Dwfl_Module *mod, struct mod_data *md)
+{
+    if (md == NULL)
+        return 0;
+    if (md->dw_state != DW_UNDECIDED)
+        return md->dw_state == DW_READ;
+    const char *name = dwfl_module_info(mod, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+    struct dwarf_size ds;
+    char where[PATH_MAX];
+    if (module_dwarf_size(mod, &ds, where, sizeof where) != 0) {
+        md->dw_state = DW_SKIP; /* nothing to read: libdwfl would find nothing either */
+        return 0;
+    }
+    md->dw_state = ds.bytes <= d->dwarf_max ? DW_READ : DW_SKIP;
+    log_debug("symbolize: %s: %.1f MB of DWARF in %s: %s", name ? name : "?",
+              (double)ds.bytes / (1 << 20), where,
+              md->dw_state == DW_READ ? "read" : "over the limit, symbol table only");
+    if (md->dw_state == DW_SKIP)
+        note_skip(d, name ? name : "", where, ds.bytes);
+    return md->dw_state == DW_READ;
 }
 
 /* Preference among symbols at one address: global, then weak, then local;
@@ -341,6 +614,30 @@ static void build_syms(Dwfl_Module *mod, struct mod_data *md)
         t[k].e.file = GELF_ST_BIND(sym.st_info) == STB_LOCAL ? cur_file : 0;
         t[k].rank = sym_rank(&sym);
         k++;
+    }
+    /* A .symtab made by GNU tools spells a versioned definition
+     * "name@@VERSION" or "name@VERSION" (libc6-dbg's has ~2,000 of them);
+     * the function's name is the part before '@', as .dynsym gives it.
+     * Trimmed copies live in one block next to the symbols. */
+    size_t vbytes = 0;
+    for (size_t i = 0; i < k; i++) {
+        const char *at = strchr(t[i].e.name, '@');
+        if (at != NULL && at != t[i].e.name)
+            vbytes += (size_t)(at - t[i].e.name) + 1;
+    }
+    if (vbytes > 0 && (md->vnames = malloc(vbytes)) != NULL) {
+        char *p = md->vnames;
+        for (size_t i = 0; i < k; i++) {
+            const char *at = strchr(t[i].e.name, '@');
+            if (at == NULL || at == t[i].e.name)
+                continue;
+            size_t len = (size_t)(at - t[i].e.name);
+            memcpy(p, t[i].e.name, len);
+            p[len] = '\0';
+            t[i].e.name = p;
+            p += len + 1;
+        }
+        md->nvbytes = vbytes;
     }
     qsort(t, k, sizeof *t, cmp_sym_tmp);
     md->syms = malloc((k ? k : 1) * sizeof *md->syms);
@@ -519,6 +816,7 @@ sym_dwfl *sym_dwfl_new(void)
     sym_dwfl *d = calloc(1, sizeof *d);
     if (d == NULL)
         return NULL;
+    d->dwarf_max = SYM_DWARF_MAX_DEFAULT;
     d->dwfl = dwfl_begin(&callbacks);
     if (d->dwfl == NULL) {
         log_debug("symbolize: dwfl_begin: %s", dwfl_errmsg(-1));
@@ -542,6 +840,11 @@ void sym_dwfl_free(sym_dwfl *d)
         return;
     dwfl_getmodules(d->dwfl, free_mod_data_cb, NULL, 0);
     dwfl_end(d->dwfl);
+    for (int i = 0; i < d->nskips; i++) {
+        free(d->skips[i].path);
+        free(d->skips[i].dwarf);
+    }
+    free(d->skips);
     free(d);
 }
 
@@ -759,7 +1062,7 @@ int sym_dwfl_frames(sym_dwfl *d, uint64_t addr, sym_raw_frame *out, int max)
     const char *file = NULL;
     int line = 0, n = 0, outer_linkage = 0, cxx = 0;
     Dwarf_Addr bias = 0;
-    Dwarf_Die *cudie = dwfl_module_addrdie(mod, addr, &bias);
+    Dwarf_Die *cudie = dwarf_allowed(d, mod, md) ? dwfl_module_addrdie(mod, addr, &bias) : NULL;
     /* libdwfl also answers with the CU before an address that no CU covers
      * (padding, _start, crt files): only take a CU that has the address. */
     if (cudie != NULL && dwarf_haspc(cudie, addr - bias) != 1)
@@ -813,7 +1116,8 @@ static int memory_cb(Dwfl_Module *mod, void **userdata, const char *name, Dwarf_
     const struct mod_data *md = *userdata;
     size_t *total = arg;
     if (md != NULL) {
-        *total += sizeof *md + md->nsyms * sizeof *md->syms + md->nsec * sizeof *md->sec_end +
+        *total += sizeof *md + md->nsyms * sizeof *md->syms + md->nvbytes +
+                  md->nsec * sizeof *md->sec_end +
                   md->nfiles * sizeof *md->files + md->capcus * sizeof *md->cus;
         for (size_t i = 0; i < md->ncus; i++)
             *total += md->cus[i].n * sizeof *md->cus[i].v;
@@ -821,9 +1125,27 @@ static int memory_cb(Dwfl_Module *mod, void **userdata, const char *name, Dwarf_
     return DWARF_CB_OK;
 }
 
+void sym_dwfl_set_dwarf_limit(sym_dwfl *d, uint64_t max_bytes)
+{
+    d->dwarf_max = max_bytes;
+}
+
+int sym_dwfl_dwarf_skipped(const sym_dwfl *d, int i, const char **path, const char **dwarf,
+                           uint64_t *bytes)
+{
+    if (i < 0 || i >= d->nskips)
+        return -1;
+    *path = d->skips[i].path;
+    *dwarf = d->skips[i].dwarf;
+    *bytes = d->skips[i].bytes;
+    return 0;
+}
+
 size_t sym_dwfl_memory(sym_dwfl *d)
 {
-    size_t total = sizeof *d;
+    size_t total = sizeof *d + (size_t)d->capskips * sizeof *d->skips;
+    for (int i = 0; i < d->nskips; i++)
+        total += strlen(d->skips[i].path) + strlen(d->skips[i].dwarf) + 2;
     dwfl_getmodules(d->dwfl, memory_cb, &total, 0);
     return total;
 }

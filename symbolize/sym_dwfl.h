@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "symbolize/sym.h"
 #include "symbolize/sym_maps.h"
 
 /* Most frames (inline levels) reported for one address. */
@@ -32,6 +33,17 @@ int sym_dwfl_report(sym_dwfl *d, const sym_maps *m);
 /* Frames for addr, innermost first. Returns how many (>= 1) when an ELF
  * module covers addr, 0 when none does. */
 int sym_dwfl_frames(sym_dwfl *d, uint64_t addr, sym_raw_frame *out, int max);
+
+/* Load a module's DWARF only when its debug sections (uncompressed, its dwz
+ * file included) add up to at most max_bytes; 0: never. Decided per module
+ * at its first lookup after this call. Default SYM_DWARF_MAX_DEFAULT. */
+void sym_dwfl_set_dwarf_limit(sym_dwfl *d, uint64_t max_bytes);
+
+/* i-th module (0..) named from its symbol tables only because of that limit:
+ * its file, the file holding its DWARF, and the DWARF's size. Strings valid
+ * until sym_dwfl_free. 0, or -1 past the end. */
+int sym_dwfl_dwarf_skipped(const sym_dwfl *d, int i, const char **path, const char **dwarf,
+                           uint64_t *bytes);
 
 /* Bytes held by our per-module indexes (not libdw's own data). */
 size_t sym_dwfl_memory(sym_dwfl *d);

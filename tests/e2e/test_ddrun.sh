@@ -220,8 +220,8 @@ check "--print-config does not run the command" [ ! -e "$marker" ]
 missing=""
 for s in DD_SERVICE DD_ENV DD_VERSION DD_TAGS DD_TRACE_AGENT_URL DD_AGENT_HOST \
     DD_TRACE_AGENT_PORT DD_PROFILING_ENABLED DD_TRACE_ENABLED DD_PROFILING_UPLOAD_PERIOD \
-    DD_TRACE_SAMPLE_RATE DD_SHIM_SAMPLE_HZ DD_SHIM_OUTPUT_DIR DD_SHIM_LOG_LEVEL \
-    DD_SHIM_ENABLED LD_PRELOAD; do
+    DD_TRACE_SAMPLE_RATE DD_SHIM_SAMPLE_HZ DD_SHIM_OUTPUT_DIR DD_SHIM_DWARF_MAX_BYTES \
+    DD_SHIM_LOG_LEVEL DD_SHIM_ENABLED LD_PRELOAD; do
     grep -q "^$s  *[^ ]" "$tmp/out" || missing="$missing $s"
 done
 [ -z "$missing" ] || echo "# --print-config lacks:$missing"

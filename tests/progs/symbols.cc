@@ -1,9 +1,11 @@
 // symbols.cc — the symbolization truth program: CPU spent in a C++ method in
 // a namespace, in an always-inlined function (must appear as its own frame),
 // in a function of a linked shared library (libsymlib.so), and in one of a
-// library dlopen'd after start (libdlplugin.so, path in argv[1]).
+// library dlopen'd after start (libdlplugin.so, path in argv[1]), for argv[2]
+// ms of CPU (default 2000).
 #include <dlfcn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 
 extern "C" void symlib_spin(long iters);
@@ -56,7 +58,8 @@ int main(int argc, char **argv)
     }
     void (*plugin_spin)(long) = (void (*)(long))dlsym(h, "plugin_spin");
     geometry::Shape s;
-    long long end = cpu_now() + 2000000000LL;
+    long long ms = argc > 2 ? atoll(argv[2]) : 2000;
+    long long end = cpu_now() + ms * 1000000LL;
     while (cpu_now() < end) {
         sink += s.area_sum(200000);
         sink += outer_caller(200000);

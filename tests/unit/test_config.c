@@ -124,6 +124,24 @@ int main(void)
            d);
     }
     nvars = 0;
+    load(&c, err, sizeof err);
+    ok(c.dwarf_max_bytes == 4ull << 20, "DWARF read up to 4 MiB per object by default");
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        nvars = 0;
+        setv("DD_SHIM_DWARF_MAX_BYTES", sizes[i].v);
+        err[0] = '\0';
+        int nb = load(&c, err, sizeof err);
+        unsigned long long want_b = sizes[i].v[0] == '\0' ? 4ull << 20 : sizes[i].bytes;
+        char d[160];
+        snprintf(d, sizeof d, "DD_SHIM_DWARF_MAX_BYTES=\"%s\" %s", sizes[i].v,
+                 sizes[i].good ? "read" : "refused with a line naming it, no DWARF read");
+        ok(sizes[i].good ? nb == 0 && c.dwarf_max_bytes == want_b && c.profiling_enabled
+                         : nb == 1 && c.dwarf_max_bytes == 0 && c.profiling_enabled &&
+                               count_lines(err) == 1 && strstr(err, "DD_SHIM_DWARF_MAX_BYTES") != NULL,
+           d);
+    }
+
+    nvars = 0;
     setv("DD_SHIM_SPOOL_DIR", "rel/spool");
     load(&c, err, sizeof err);
     ok(c.spool_dir[0] == '/' && strstr(c.spool_dir, "/rel/spool"), "a relative DD_SHIM_SPOOL_DIR is made absolute");

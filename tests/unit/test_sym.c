@@ -16,6 +16,7 @@
 #include <sys/auxv.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "symbolize/sym.h"
 #include "symbolize/sym_maps.h" /* internal: the maps parser, fed odd input */
@@ -65,6 +66,24 @@ static void show(const char *what, const sym_frame *f, int n)
     for (int i = 0; i < n; i++)
         printf("#   %s[%d] %s (%s) %s:%d\n", what, i, f[i].name, f[i].system_name, f[i].file,
                f[i].line);
+}
+
+/* ---- zlib's inflate, counted -------------------------------------------------
+ *
+ * libdw inflates compressed DWARF through libelf's elf_compress, which calls
+ * zlib's inflate. This binary defines (and exports, see the Makefile) its own
+ * inflate, so the loader binds libelf's calls here: the count says whether
+ * symbolization inflated anything. */
+
+static long n_inflate;
+
+int inflate(z_streamp strm, int flush)
+{
+    static int (*real)(z_streamp, int);
+    if (real == NULL)
+        real = (int (*)(z_streamp, int))dlsym(RTLD_NEXT, "inflate");
+    n_inflate++;
+    return real != NULL ? real(strm, flush) : Z_STREAM_ERROR;
 }
 
 /* ---- code the checks look at -------------------------------------------------- */
@@ -185,6 +204,47 @@ static uint64_t file_offset_to_vaddr(const char *path, uint64_t off)
             off < ph[i].p_offset + ph[i].p_filesz)
             return off - ph[i].p_offset + ph[i].p_vaddr;
     return 0;
+}
+
+/* Uncompressed size of a file's .debug_* sections, read here independently
+ * of the code under test (section headers, and each SHF_COMPRESSED section's
+ * Elf64_Chdr); *compressed counts the sections stored compressed. -1 on error. */
+static long long file_debug_bytes(const char *path, int *compressed)
+{
+    *compressed = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    Elf64_Ehdr eh;
+    long long total = -1;
+    if (pread(fd, &eh, sizeof eh, 0) != (ssize_t)sizeof eh || memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
+        eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_shentsize != sizeof(Elf64_Shdr) || eh.e_shnum == 0 ||
+        eh.e_shnum > 4096 || eh.e_shstrndx >= eh.e_shnum)
+        goto out;
+    static Elf64_Shdr sh[4096];
+    if (pread(fd, sh, eh.e_shnum * sizeof *sh, (off_t)eh.e_shoff) != (ssize_t)(eh.e_shnum * sizeof *sh))
+        goto out;
+    total = 0;
+    for (int i = 0; i < eh.e_shnum; i++) {
+        char name[32] = "";
+        if (pread(fd, name, sizeof name - 1, (off_t)(sh[eh.e_shstrndx].sh_offset + sh[i].sh_name)) < 0 ||
+            strncmp(name, ".debug_", 7) != 0 || sh[i].sh_type == SHT_NOBITS)
+            continue;
+        if (sh[i].sh_flags & SHF_COMPRESSED) {
+            Elf64_Chdr ch;
+            if (pread(fd, &ch, sizeof ch, (off_t)sh[i].sh_offset) != (ssize_t)sizeof ch) {
+                total = -1;
+                goto out;
+            }
+            total += (long long)ch.ch_size;
+            (*compressed)++;
+        } else {
+            total += (long long)sh[i].sh_size;
+        }
+    }
+out:
+    close(fd);
+    return total;
 }
 
 /* Address of a dynamic symbol of the vdso, read from its image in memory
@@ -738,6 +798,115 @@ int main(void)
                    (double)(t[3] - t[2]) / (10.0 * NPC));
         }
         printf("# perf: sym_memory %zu bytes\n", sym_memory(ctx));
+    }
+
+    /* DWARF limit, default: libc's detached DWARF (libc6-dbg, ~10 MB
+     * uncompressed) is over it, so nothing above inflated it */
+    {
+        const sym_mapping *libc = NULL;
+        n = sym_resolve(ctx, (uint64_t)(uintptr_t)&getpid, 0, f, 16, &libc);
+        char dbg[PATH_MAX] = "";
+        if (libc != NULL && libc->build_id[0] != '\0')
+            snprintf(dbg, sizeof dbg, "/usr/lib/debug/.build-id/%.2s/%s.debug", libc->build_id,
+                     libc->build_id + 2);
+        int compressed = 0;
+        long long want = dbg[0] ? file_debug_bytes(dbg, &compressed) : -1;
+        if (want <= (long long)SYM_DWARF_MAX_DEFAULT) {
+            skip("default limit skips libc's DWARF # SKIP no libc6-dbg over %u bytes (%s)",
+                 SYM_DWARF_MAX_DEFAULT, dbg[0] ? dbg : "libc has no build id");
+        } else {
+            sym_dwarf_skip k = {0};
+            int found = 0;
+            for (int i = 0; sym_dwarf_skipped(ctx, i, &k) == 0; i++)
+                if (strstr(k.path, "libc.so") != NULL) {
+                    found = 1;
+                    break;
+                }
+            check(found && (long long)k.bytes == want && strcmp(k.dwarf, dbg) == 0,
+                  "libc listed as named from its symbol table: %lld bytes of DWARF in %s (%s, %llu)",
+                  want, dbg, found ? k.dwarf : "not listed", (unsigned long long)k.bytes);
+            check(n >= 1 && f[0].name[0] != '\0' && f[0].line == 0 && strchr(f[0].name, '@') == NULL,
+                  "libc function still named, without a line: %s", n ? f[0].name : "");
+            /* libc6-dbg's .symtab spells it "__libc_start_main@@GLIBC_2.34" */
+            void *lsm = dlsym(RTLD_DEFAULT, "__libc_start_main");
+            n = lsm ? sym_resolve(ctx, (uint64_t)(uintptr_t)lsm, 0, f, 16, NULL) : 0;
+            check(n >= 1 && strcmp(f[0].name, "__libc_start_main") == 0,
+                  "a versioned .symtab name loses its @VERSION: %s", n ? f[0].name : "");
+            if (compressed > 0)
+                check(n_inflate == 0,
+                      "nothing inflated: libc6-dbg's %d compressed sections left alone (%ld inflate calls)",
+                      compressed, n_inflate);
+            else
+                skip("nothing inflated # SKIP libc6-dbg's DWARF is not compressed here");
+            /* control: with room for it, the same lookup reads (and inflates) it */
+            sym_ctx *big = sym_new();
+            long before = n_inflate;
+            sym_set_dwarf_limit(big, 1ull << 30);
+            n = big ? sym_resolve(big, (uint64_t)(uintptr_t)&getpid, 0, f, 16, NULL) : 0;
+            show("libc with DWARF", f, n);
+            check(n >= 1 && f[0].line > 0 && (compressed == 0 || n_inflate > before),
+                  "control: a 1 GB limit reads libc's DWARF (line %d, %ld inflate calls)",
+                  n ? f[0].line : 0, n_inflate - before);
+            sym_dwarf_skip none;
+            check(big && sym_dwarf_skipped(big, 0, &none) == -1, "and lists nothing as skipped");
+            sym_free(big);
+        }
+    }
+
+    /* DWARF limit below this binary's own DWARF: names from .symtab, no
+     * lines, no inlined frames; at exactly its size, DWARF again */
+    {
+        int compressed;
+        long long own = file_debug_bytes(exe, &compressed);
+        uint64_t limits[3] = {own > 1 ? (uint64_t)own - 1 : 0, 0, own > 0 ? (uint64_t)own : 0};
+        for (int li = 0; li < 3; li++) {
+            int over = li < 2;
+            sym_ctx *c = sym_new();
+            if (!check(c != NULL && own > 0, "sym_new for limit %llu (this binary's DWARF: %lld bytes)",
+                       (unsigned long long)limits[li], own))
+                continue;
+            sym_set_dwarf_limit(c, limits[li]);
+            n = sym_resolve(c, (uint64_t)(uintptr_t)&plain_function, 0, f, 16, NULL);
+            show("limited plain", f, n);
+            if (over)
+                check(n == 1 && strcmp(f[0].name, "plain_function") == 0 && f[0].line == 0 &&
+                          f[0].file[0] == '\0',
+                      "limit %llu: plain_function named, no file:line", (unsigned long long)limits[li]);
+            else
+                check(n == 1 && strcmp(f[0].name, "plain_function") == 0 && f[0].line > 0,
+                      "limit %llu (== its DWARF): plain_function with its line %d",
+                      (unsigned long long)limits[li], n ? f[0].line : 0);
+            n = sym_resolve(c, (uint64_t)(uintptr_t)&static_function, 0, f, 16, NULL);
+            if (over)
+                check(n == 1 && strcmp(f[0].name, "static_function") == 0 && f[0].line == 0 &&
+                          strcmp(base_name(f[0].file), "test_sym.c") == 0,
+                      "limit %llu: static_function named, its STT_FILE, no line (%s:%d)",
+                      (unsigned long long)limits[li], n ? f[0].file : "", n ? f[0].line : -1);
+            uint64_t ra = inline_caller();
+            n = sym_resolve(c, ra, 1, f, 16, NULL);
+            show("limited inline", f, n);
+            if (over)
+                check(n == 1 && strcmp(f[0].name, "inline_caller") == 0,
+                      "limit %llu: the inlined pc is one frame, the real function inline_caller",
+                      (unsigned long long)limits[li]);
+            else
+                check(n == 2 && strcmp(f[0].name, "inlined_function") == 0,
+                      "limit %llu: the inlined frame is back", (unsigned long long)limits[li]);
+            sym_dwarf_skip k = {0};
+            int listed = 0;
+            for (int i = 0; sym_dwarf_skipped(c, i, &k) == 0; i++)
+                if (strcmp(k.path, exe) == 0) {
+                    listed = 1;
+                    break;
+                }
+            if (over)
+                check(listed && strcmp(k.dwarf, exe) == 0 && (long long)k.bytes == own,
+                      "limit %llu: this binary listed, %llu bytes of DWARF in itself",
+                      (unsigned long long)limits[li], (unsigned long long)k.bytes);
+            else
+                check(!listed, "limit %llu: this binary not listed", (unsigned long long)limits[li]);
+            sym_free(c);
+        }
     }
 
     sym_free(ctx);
