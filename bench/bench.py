@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lib  # noqa: E402
-from lib import (BB, DDRUN, GEN, LIB, LIBPROFILER, PIN, PROGS, ROOT, Intake, cmdline, median,  # noqa: E402
+from lib import (BB, DDRUN, DDRUN_SCRIPT, GEN, LIB, LIBPROFILER, PIN, PROGS, ROOT, Intake, cmdline, median,  # noqa: E402
                  plain, run, shim, gperf, spread, tmp)
 
 QUICK = bool(os.environ.get("BENCH_QUICK"))
@@ -1305,8 +1305,9 @@ def startup_part():
     spawn = os.path.join(BB, "spawn")
     sv = [("`true`", [], ["true"]),
           ("LD_PRELOAD=libddshim.so `true`", ["LD_PRELOAD=" + LIB, "DD_TRACE_AGENT_URL=http://127.0.0.1:1"], ["true"]),
-          ("`scripts/ddrun true`", ["DD_TRACE_AGENT_URL=http://127.0.0.1:1"], [DDRUN, "true"]),
-          ("`bash -c true` (ddrun is a bash script)", [], ["bash", "-c", "true"])]
+          ("`build/ddrun true`", ["DD_TRACE_AGENT_URL=http://127.0.0.1:1"], [DDRUN, "true"]),
+          ("`scripts/ddrun true` (the checkout's forwarder: /bin/sh, then build/ddrun)",
+           ["DD_TRACE_AGENT_URL=http://127.0.0.1:1"], [DDRUN_SCRIPT, "true"])]
     if LIBPROFILER:
         sv.append(("LD_PRELOAD=libprofiler.so `true` (gperftools)",
                    ["LD_PRELOAD=" + LIBPROFILER, "CPUPROFILE=" + os.path.join(tmp("sg"), "t.prof")], ["true"]))
@@ -1385,7 +1386,7 @@ def startup_part():
                  "CPU per loop (median)", "CPU per fork+exec vs without", "CPU ratio"], frows), "",
           "Aim: the loop ≤ 1.5× its time without the shim: %s (%s)." % (held(okf), rx(fe_ratio)), "",
           "Reproduce:", "", "```sh", "gcc -O2 -o build/bench/spawn bench/spawn.c",
-          "build/bench/spawn 200 -- true", "build/bench/spawn 200 DD_TRACE_AGENT_URL=http://127.0.0.1:1 -- scripts/ddrun true",
+          "build/bench/spawn 200 -- true", "build/bench/spawn 200 DD_TRACE_AGENT_URL=http://127.0.0.1:1 -- build/ddrun true",
           "build/bench/spawn 200 LD_PRELOAD=$PWD/build/libddshim.so -- true",
           "build/bench/spawn 1 -- bash -c 'for i in $(seq %d); do /bin/true; done'" % iters,
           "build/bench/spawn 1 LD_PRELOAD=$PWD/build/libddshim.so DD_TRACE_AGENT_URL=http://127.0.0.1:1 "

@@ -19,7 +19,8 @@ B = os.path.join(ROOT, "build")
 LIB = os.path.join(B, "libddshim.so")
 PROGS = os.path.join(B, "progs")
 BB = os.path.join(B, "bench")
-DDRUN = os.path.join(ROOT, "scripts", "ddrun")
+DDRUN = os.path.join(B, "ddrun")                        # what users run (ddrun/ddrun.c)
+DDRUN_SCRIPT = os.path.join(ROOT, "scripts", "ddrun")   # the checkout's forwarder to it
 INTAKE = os.path.join(ROOT, "tests", "intake.py")
 PY = "/usr/bin/python3"
 

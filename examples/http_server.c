@@ -2,7 +2,7 @@
  * one thread per connection, keep-alive, to run under the shim:
  *
  *   make build/progs/http_server
- *   scripts/ddrun --service demo -- build/progs/http_server 8080
+ *   build/ddrun --service demo -- build/progs/http_server 8080
  *   curl localhost:8080/users/42
  *
  * Endpoints:

@@ -1,5 +1,5 @@
 #!/bin/sh
-# make run: profile examples/busy (via scripts/ddrun, on the embedded default:
+# make run: profile examples/busy (via $B/ddrun, on the embedded default:
 # no Agent needed) and print its top functions, read back from the written
 # profile with `go tool pprof` — a reader this project did not write.
 set -eu
@@ -8,8 +8,8 @@ out="$B/run-example/ddshim-out"
 rm -rf "$B/run-example"
 mkdir -p "$B/run-example"
 chmod 700 "$B/run-example"
-echo "== scripts/ddrun --service busy-example --output $out -- $B/progs/busy 3000"
-scripts/ddrun --service busy-example --output "$out" -- "$B/progs/busy" 3000
+echo "== $B/ddrun --service busy-example --output $out -- $B/progs/busy 3000"
+"$B/ddrun" --service busy-example --output "$out" -- "$B/progs/busy" 3000
 echo
 echo "== profiles written:"
 ls -l "$out"

@@ -12,7 +12,7 @@ import os
 import re
 import signal
 
-from ddtest import LIB, PROGS, ROOT, SAN_PRELOAD, Tap, have_go, pprof, pprof_raw, pprof_top, profiles_in, run, shim_env, tmpdir
+from ddtest import B, LIB, PROGS, SAN_PRELOAD, Tap, have_go, pprof, pprof_raw, pprof_top, profiles_in, run, shim_env, tmpdir
 import json
 
 t = Tap()
@@ -94,7 +94,7 @@ for how, want_rc in (("return", 0), ("exit", 3), ("sigterm", -signal.SIGTERM)):
         env.pop("LD_PRELOAD")
         if SAN_PRELOAD:  # SANITIZER=address: the runtime the library needs; ddrun keeps it first
             env["LD_PRELOAD"] = SAN_PRELOAD
-        q = run([os.path.join(ROOT, "scripts", "ddrun"), "--lib", LIB, "--", os.path.join(PROGS, "busy"), "300"], env)
+        q = run([os.path.join(B, "ddrun"), "--lib", LIB, "--", os.path.join(PROGS, "busy"), "300"], env)
         lines = [l for l in q.err.splitlines() if l.startswith("ddshim:")]
         t.ok(q.returncode == 0 and len(lines) == 1 and out2 in lines[0],
              "under ddrun, one stderr line says where profiles go", q.err)

@@ -1,13 +1,16 @@
 #!/bin/sh
-# tests/e2e/test_ddrun.sh — the ddrun wrapper: options, env-files, precedence,
-# --print-config, LD_PRELOAD handling, exit statuses. Prints TAP.
+# tests/e2e/test_ddrun.sh — the ddrun launcher ($B/ddrun, from ddrun/ddrun.c):
+# options, env-files, precedence, --print-config, LD_PRELOAD handling, exit
+# statuses, where it finds its library; and scripts/ddrun, the checkout's
+# forwarder to build/ddrun. Prints TAP.
 # Run from the repository root (tests/run.sh does, with B set). The real
 # libddshim.so is not needed: a stub library (`int ddrun_stub;`) built under
 # $B/tests/ stands in for it, so the loader accepts LD_PRELOAD quietly.
 
 B=${B:-build}
 root=$(pwd -P)
-DDRUN=$root/scripts/ddrun
+case $B in /*) DDRUN=$B/ddrun ;; *) DDRUN=$root/$B/ddrun ;; esac
+FWD=$root/scripts/ddrun
 n=0
 failed=0
 
@@ -52,6 +55,11 @@ stub=$(cd "$B/tests" && pwd -P)/libddrun_stub.so
 user_so=$(cd "$B/tests" && pwd -P)/libddrun_user.so
 if ! cc -shared -fPIC -o "$stub" "$tmp/stub.c" || ! cc -shared -fPIC -o "$user_so" "$tmp/stub2.c"; then
     echo "not ok 1 - build the stub libraries with cc"
+    echo "1..1"
+    exit 1
+fi
+if [ ! -x "$DDRUN" ]; then
+    echo "not ok 1 - $DDRUN is built (make $B/ddrun)"
     echo "1..1"
     exit 1
 fi
@@ -325,19 +333,148 @@ fi
 ddr "$tmp"
 check "a directory -> 126" rc_is 126
 
-# ---- invocation: through symlinks, from any cwd, with sh ---------------------------
+# ---- invocation: through symlinks, from any cwd -----------------------------------
+# The default library is libddshim.so next to ddrun's real file: $B/libddshim.so.
+case $B in /*) want_lib=$B/libddshim.so ;; *) want_lib=$root/$B/libddshim.so ;; esac
 mkdir -p "$tmp/bin" "$tmp/elsewhere"
 ln -s "$DDRUN" "$tmp/bin/ddrun-link1"
 ln -s ddrun-link1 "$tmp/bin/ddrun"
 (cd "$tmp/elsewhere" && env -u DDSHIM_LIB PATH="$tmp/bin:$PATH" ddrun --print-config) >"$tmp/out" 2>"$tmp/err"
-check "via a symlink chain from another cwd: default library is <repo>/build/libddshim.so" \
-    sh -c "grep -q '^LD_PRELOAD  *$root/build/libddshim.so' '$tmp/out'"
+check "via a symlink chain from another cwd: default library is <repo>/$B/libddshim.so" \
+    sh -c "grep -q '^LD_PRELOAD  *$want_lib' '$tmp/out'"
 (cd "$tmp/elsewhere" && PATH="$tmp/bin:$PATH" ddrun sh -c 'exit 3') >"$tmp/out" 2>"$tmp/err"
 check "via a symlink from another cwd: runs the command" [ $? -eq 3 ]
 (cd / && env -u DDSHIM_LIB "$DDRUN" --print-config) >"$tmp/out" 2>"$tmp/err"
-check "from /: default library path is right" sh -c "grep -q '^LD_PRELOAD  *$root/build/libddshim.so' '$tmp/out'"
-sh "$DDRUN" sh -c 'exit 5' >"$tmp/out" 2>"$tmp/err"
-check "sh scripts/ddrun works (re-runs itself with bash)" [ $? -eq 5 ]
+check "from /: default library path is right" sh -c "grep -q '^LD_PRELOAD  *$want_lib' '$tmp/out'"
+
+# An installed copy (ddrun and libddshim.so side by side, reached through a
+# relative symlink from a bin directory) preloads the library beside it.
+mkdir -p "$tmp/opt/ddshim" "$tmp/usrbin"
+cp "$DDRUN" "$tmp/opt/ddshim/ddrun"
+cp "$stub" "$tmp/opt/ddshim/libddshim.so"
+ln -s ../opt/ddshim/ddrun "$tmp/usrbin/ddrun"
+(cd "$tmp/elsewhere" && env -u DDSHIM_LIB PATH="$tmp/usrbin:$PATH" ddrun env) >"$tmp/out" 2>"$tmp/err"
+check "installed copy via a relative symlink: preloads the libddshim.so beside it" \
+    has "LD_PRELOAD=$tmp/opt/ddshim/libddshim.so"
+rm "$tmp/opt/ddshim/libddshim.so"
+rm -f "$marker"
+(cd "$tmp/elsewhere" && env -u DDSHIM_LIB "$tmp/usrbin/ddrun" touch "$marker") >"$tmp/out" 2>"$tmp/err"
+rc=$?
+check "installed copy without its library: exit 2, names the path, command not run" \
+    sh -c "[ $rc -eq 2 ] && [ ! -e '$marker' ] && grep -qF '$tmp/opt/ddshim/libddshim.so' '$tmp/err'"
+
+# ---- scripts/ddrun: the checkout's forwarder to build/ddrun ---------------------------
+# A checkout of its own under $tmp (the forwarder and a copy of the binary under
+# test), so these checks do not depend on which build directory this run uses.
+co=$tmp/checkout
+mkdir -p "$co/scripts" "$co/build"
+cp "$FWD" "$co/scripts/ddrun"
+cp "$DDRUN" "$co/build/ddrun"
+cp "$stub" "$co/build/libddshim.so"
+"$co/scripts/ddrun" sh -c 'exit 6' >"$tmp/out" 2>"$tmp/err"
+check "scripts/ddrun runs the command through build/ddrun (its exit status)" [ $? -eq 6 ]
+(cd "$tmp/elsewhere" && env -u DDSHIM_LIB "$co/scripts/ddrun" env) >"$tmp/out" 2>"$tmp/err"
+check "scripts/ddrun: default library is the checkout's build/libddshim.so" has "LD_PRELOAD=$co/build/libddshim.so"
+ln -s "$co/scripts/ddrun" "$tmp/bin/fwd-link1"
+ln -s fwd-link1 "$tmp/bin/fwd"
+(cd "$tmp/elsewhere" && env -u DDSHIM_LIB PATH="$tmp/bin:$PATH" fwd env) >"$tmp/out" 2>"$tmp/err"
+check "scripts/ddrun via a symlink chain from another cwd: the checkout's library" \
+    has "LD_PRELOAD=$co/build/libddshim.so"
+ln -s "$co/scripts" "$tmp/scripts-link"
+(cd "$tmp/elsewhere" && env -u DDSHIM_LIB "$tmp/scripts-link/ddrun" env) >"$tmp/out" 2>"$tmp/err"
+check "scripts/ddrun in a symlinked scripts/ directory: the checkout's library" \
+    has "LD_PRELOAD=$co/build/libddshim.so"
+(cd "$co/scripts" && sh ddrun sh -c 'exit 5') >"$tmp/out" 2>"$tmp/err"
+check "sh scripts/ddrun works (the forwarder is POSIX sh)" [ $? -eq 5 ]
+# shellcheck disable=SC2016
+"$co/scripts/ddrun" sh -c 'echo $$' >"$tmp/out" 2>"$tmp/err" &
+pid=$!
+wait "$pid"
+check "scripts/ddrun: the command runs in the forwarder's own process (exec, no fork)" [ "$(cat "$tmp/out")" = "$pid" ]
+env PATH=/nonexistent "$co/scripts/ddrun" /bin/sh -c 'exit 4' >"$tmp/out" 2>"$tmp/err"
+check "scripts/ddrun needs no program from PATH when it is not a symlink" [ $? -eq 4 ]
+rm "$co/build/ddrun"
+rm -f "$marker"
+"$co/scripts/ddrun" touch "$marker" >"$tmp/out" 2>"$tmp/err"
+rc=$?
+check "scripts/ddrun without build/ddrun: exit 2, says to run make in the checkout, command not run" \
+    sh -c "[ $rc -eq 2 ] && [ ! -e '$marker' ] && grep -qF '$co/build/ddrun is not built' '$tmp/err' && grep -q make '$tmp/err'"
+if [ -x "$root/build/ddrun" ]; then
+    (cd / && env -u DDSHIM_LIB "$FWD" --print-config) >"$tmp/out" 2>"$tmp/err"
+    check "this checkout's scripts/ddrun runs build/ddrun (default library build/libddshim.so)" \
+        sh -c "grep -q '^LD_PRELOAD  *$root/build/libddshim.so' '$tmp/out'"
+else
+    ok "this checkout's scripts/ddrun runs build/ddrun # SKIP build/ddrun is not built (a sanitizer-only run)"
+fi
+
+# ---- what a C launcher must also get right ---------------------------------------------
+# The command's environment: the caller's, plus only what ddrun documents; no
+# shell's SHLVL, _ or refreshed PWD, and odd names passed through.
+callenv() { env -u SHLVL -u _ -u OLDPWD PWD=/stale/pwd 'odd.name=1' 'BASH_FUNC_f%%=() { :; }' "$@"; }
+callenv env | sort >"$tmp/env.direct"
+callenv "$DDRUN" env >"$tmp/out" 2>"$tmp/err"
+grep -v -e '^LD_PRELOAD=' -e '^DD_SHIM_ANNOUNCE_PID=' "$tmp/out" | sort >"$tmp/env.ddrun"
+check "the command's environment is the caller's plus LD_PRELOAD and DD_SHIM_ANNOUNCE_PID only" \
+    cmp -s "$tmp/env.direct" "$tmp/env.ddrun"
+# shellcheck disable=SC2016
+ddr sh -c 'echo "$$ $DD_SHIM_ANNOUNCE_PID"'
+check "DD_SHIM_ANNOUNCE_PID is the command's own pid" sh -c "read a b <'$tmp/out' && [ \"\$a\" = \"\$b\" ]"
+
+# Nothing of ddrun's own on stdout, whatever goes wrong.
+for args in "--bogus true" "--hz 0 true" "--env-file $tmp/bad.env true" "ddrun-no-such-command-xyz" "$tmp"; do
+    # shellcheck disable=SC2086 # split on purpose
+    ddr $args
+    if [ ! -s "$tmp/out" ] && [ -s "$tmp/err" ]; then ok "ddrun $args: message on stderr, nothing on stdout"; else not_ok "ddrun $args: message on stderr, nothing on stdout"; fi
+done
+"$DDRUN" --help >/dev/full 2>"$tmp/err"
+rc=$?
+check "--help to a full disk: exit 1 and a write error on stderr" sh -c "[ $rc -eq 1 ] && grep -q 'write error' '$tmp/err'"
+"$DDRUN" --print-config >/dev/full 2>"$tmp/err"
+rc=$?
+check "--print-config to a full disk: exit 1 and a write error on stderr" sh -c "[ $rc -eq 1 ] && grep -q 'write error' '$tmp/err'"
+
+# Any length: env-file lines, flag values, the command line (no fixed buffers).
+# 100,000 bytes: under the kernel's 128 KiB limit on one environment string.
+big=$(head -c 100000 /dev/zero | tr '\0' x)
+printf '# a long line\nDD_TAGS=%s\nexport DD_ENV = "%s"\n' "$big" "$big" >"$tmp/long.env"
+# shellcheck disable=SC2016
+ddr --env-file "$tmp/long.env" sh -c 'printf "%s %s\n" "${#DD_TAGS}" "${#DD_ENV}"'
+check "env-file: 100,000-byte values on one line arrive whole" has "100000 100000"
+printf 'DD_TAGS=a\n%s\n' "$big" >"$tmp/long.env"
+ddr --env-file "$tmp/long.env" true
+check "env-file: a 100,000-byte malformed line -> exit 2 naming FILE:2" sh -c "[ $rc -eq 2 ] && grep -qF '$tmp/long.env:2: expected KEY=VALUE' '$tmp/err'"
+# shellcheck disable=SC2016
+ddr --tags "$big" --service="$big" sh -c 'printf "%s %s\n" "${#DD_TAGS}" "${#DD_SERVICE}"'
+check "flags: 100,000-byte values arrive whole" has "100000 100000"
+ddr --print-config --tags "$big"
+check "--print-config prints a 100,000-byte value whole" \
+    sh -c "[ \"\$(awk '\$1 == \"DD_TAGS\" { print length(\$2), \$3, \$4 }' '$tmp/out')\" = '100000 flag --tags' ]"
+ddr --debug -- printf '%s|' "$big" 'a b' ''
+check "--debug quotes the command line as the shell would (a\\ b, '')" err_has "exec printf %s\\| $big a\\ b ''"
+
+# How the command is found and run: as bash did (the script's exec).
+mkdir -p "$tmp/p1" "$tmp/p2"
+printf '#!/bin/sh\necho first\n' >"$tmp/p1/tool"
+printf '#!/bin/sh\necho second\n' >"$tmp/p2/tool"
+chmod 644 "$tmp/p1/tool"
+chmod 755 "$tmp/p2/tool"
+PATH="$tmp/p1:$tmp/p2:$PATH" ddr tool
+check "PATH: a non-executable file is skipped for a later executable one" has second
+chmod 644 "$tmp/p2/tool"
+PATH="$tmp/p1:$tmp/p2:$PATH" ddr tool
+check "PATH: only non-executable files -> 126, Permission denied" sh -c "[ $rc -eq 126 ] && grep -q 'p1/tool: Permission denied' '$tmp/err'"
+printf 'echo "no #! line: $# args"\n' >"$tmp/p1/noshebang"
+chmod 755 "$tmp/p1/noshebang"
+ddr "$tmp/p1/noshebang" a b
+check "a script without #! runs under /bin/sh (as execvp runs it)" has "no #! line: 2 args"
+printf '\177ELF garbage' >"$tmp/p1/badelf"
+chmod 755 "$tmp/p1/badelf"
+ddr "$tmp/p1/badelf"
+check "a broken binary -> 126, cannot execute binary file" sh -c "[ $rc -eq 126 ] && grep -q 'cannot execute binary file' '$tmp/err'"
+printf '#!/nonexistent/interpreter\n' >"$tmp/p1/badinterp"
+chmod 755 "$tmp/p1/badinterp"
+ddr "$tmp/p1/badinterp"
+check "a missing #! interpreter -> 127, required file not found" sh -c "[ $rc -eq 127 ] && grep -q 'required file not found' '$tmp/err'"
 
 echo "1..$n"
 [ "$failed" -eq 0 ]
