@@ -261,7 +261,7 @@ def sec_sampling():
           "Steady state = the program's own getrusage(RUSAGE_SELF) printed at the end of main: every thread's CPU "
           "while it works (signal delivery, the handler, the shim's collector thread draining the ring every "
           "10 ms), not the final profile written at exit. The whole-process figure (wait4) adds that exit-time "
-          "work, a fixed cost per process (for ddshim: loading the agent library with libcurl and its TLS stacks, "
+          "work, a fixed cost per process (for ddshim: loading the agent library (libcurl and its TLS stacks too when an Agent listens; none here), "
           "symbolizing with libdw — objects with more DWARF than DD_SHIM_DWARF_MAX_BYTES, such as libc6-dbg's, "
           "from their symbol tables — then pprof and gzip), which weighs on a %.1f s run but not on a long-running "
           "one. The A/A row (a second no-profiler run in every round) shows how far two identical runs drift apart "

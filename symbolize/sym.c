@@ -577,6 +577,10 @@ int sym_resolve(sym_ctx *ctx, uint64_t pc, int is_return_address, sym_frame *fra
         raw[0].file = NULL;
         raw[0].line = 0;
     }
+    /* The vDSO's own helpers (clock_gettime's do_hres...) have no symbol in
+     * its table: the kernel's code, said as such rather than as an address. */
+    if (raw[0].name == NULL && strcmp(m->pub.path, "[vdso]") == 0)
+        raw[0].name = "[vdso]";
     for (int i = 0; i < n; i++) {
         out[i].name = intern_name(ctx, raw[i].name, &out[i].system_name);
         out[i].file = intern(ctx, raw[i].file);

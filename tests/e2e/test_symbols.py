@@ -7,7 +7,10 @@ DD_SHIM_DWARF_MAX_BYTES: an object whose DWARF is over it keeps its function
 names (from its symbol table) but loses file:line and inlined frames, and the
 profile's comments name it; objects under it keep their lines; 0 reads no
 DWARF at all. With the default (4 MB), libc's frames keep their names whether
-or not libc6-dbg's larger DWARF is installed."""
+or not libc6-dbg's larger DWARF is installed.
+
+The vDSO: clock_gettime's helpers inside it have no symbol; their frames are
+named "[vdso]", never left as bare addresses."""
 import os
 import re
 import subprocess
@@ -109,4 +112,25 @@ t.ok(not any("inlined_kernel" in n for n in nm) and re.search(r"\.(cc|c):\d+", l
 t.ok(all(any(x + " named from its symbol table only" in c and "DD_SHIM_DWARF_MAX_BYTES=0" in c for c in cm)
          for x in ("/symbols", "/libsymlib.so", "/libdlplugin.so")),
      "0: the comments name each object that has DWARF", "\n".join(cm))
+
+# ---- the vDSO: a loop of clock_gettime(CLOCK_MONOTONIC), which never leaves it ----
+work = tmpdir()
+src = os.path.join(work, "clk.c")
+with open(src, "w") as f:
+    f.write("#include <stdio.h>\n#include <time.h>\nint main(void) { struct timespec t; long long s = 0;\n"
+            "for (long i = 0; i < 15000000; i++) { clock_gettime(CLOCK_MONOTONIC, &t); s += t.tv_nsec; }\n"
+            "printf(\"%lld\\n\", s & 1); return 0; }\n")
+clk = os.path.join(work, "clk")
+cc = subprocess.run(["gcc", "-O2", "-o", clk, src], capture_output=True)
+if cc.returncode != 0:
+    t.skip("vDSO frames", "gcc failed: " + cc.stderr.decode(errors="replace")[:200])
+else:
+    out = tmpdir()
+    p = run([clk], shim_env(out, extra={"DD_SHIM_SAMPLE_HZ": "999"}))
+    files = profiles_in(out)
+    vf, vtotal, vtext = pprof_top(files) if files else ({}, 0, "")
+    bare = {n: v for n, v in vf.items() if re.match(r"0x[0-9a-f]+$", n)}
+    t.ok(p.returncode == 0 and vf.get("[vdso]", (0, 0))[0] > 0 and "__vdso_clock_gettime" in vf,
+         "vDSO: samples inside clock_gettime's helpers are named [vdso], under __vdso_clock_gettime", vtext[:2000])
+    t.ok(not bare, "vDSO: no frame is left as a bare address (%s)" % sorted(bare)[:5], vtext[:2000])
 t.done()
