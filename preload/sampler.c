@@ -48,6 +48,8 @@ static int (*unw_step_fn)(void *cursor);
 static int (*unw_getcontext_fn)(void *uc);
 static int unw_lazy_cache; /* threads make their trace cache on first use (unw_prepare) */
 static int (*unw_bt_fn)(void **, int); /* unw_backtrace, published by unw_prepare */
+static pthread_key_t unw_key_hold;      /* a first-block key kept for libunwind's (unw_prepare) */
+static int unw_key_held;
 volatile int sampler_unw_wanted; /* the handler had a sample for libunwind before it was ready */
 int sampler_unwind_check;
 
@@ -212,7 +214,9 @@ static void warm_unwind(void)
  * calloc its second-level block, never to be done in a handler). The key
  * libunwind gets is the lowest free one, which the probe just before finds,
  * and the value it sets on this thread confirms it (a host thread may create
- * a key in between). Above the first block: at start (AT_INIT, when only this
+ * a key in between). sampler_init holds a key of the first block for it
+ * (unw_key_hold) until then, so that a host creating many keys meanwhile
+ * does not push libunwind's out of it. Above the first block: at start (AT_INIT, when only this
  * thread runs) every later thread fills its cache when it starts instead;
  * later, threads already running have none, so libunwind is not published and
  * the samples it would have walked stay counted as lost.
@@ -223,10 +227,13 @@ static void unw_prepare(int at_init)
 {
     if (sampler_unw_backtrace || !unw_bt_fn)
         return;
-    pthread_key_t probe;
-    int made = pthread_key_create(&probe, NULL) == 0;
+    pthread_key_t probe = unw_key_hold;
+    int made = unw_key_held;
+    if (!made)
+        made = pthread_key_create(&probe, NULL) == 0;
     if (made)
-        pthread_key_delete(probe);
+        pthread_key_delete(probe); /* libunwind's pthread_key_create takes it */
+    unw_key_held = 0;
     void *tmp[4];
     sampler_tls.in_unwinder = 1;
     unw_bt_fn(tmp, 4);
@@ -276,6 +283,11 @@ int sampler_init(int hz)
         return -1;
     }
     unw_bt_fn = bt;
+    if (pthread_key_create(&unw_key_hold, NULL) == 0) {
+        unw_key_held = unw_key_hold < 32;
+        if (!unw_key_held)
+            pthread_key_delete(unw_key_hold);
+    }
     /* The shim's own stack walker (preload/unwind.c) and its rule table.
      * Not populated: its 64 pages are touched as code addresses are first
      * seen, a page fault for those few samples (safe in a handler: private

@@ -125,4 +125,17 @@ whole = [b for b in blocks if ("raise" in b or "pthread_kill" in b) and ("main" 
 t.ok(blocks and len(whole) == len(blocks),
      "sigspin: every handler_work stack continues through the signal frame (%d of %d)" % (len(whole), len(blocks)),
      traces[:3000])
+
+# The same after the program made 40 pthread keys before its first such sample:
+# libunwind's key (made then, by the collector) must still be in glibc's first
+# block of 32, or its samples could not be walked in a handler at all.
+out = tmpdir()
+p = run([os.path.join(PROGS, "sigspin"), "500", "1", "40"],
+        shim_env(out, extra={"DD_SHIM_LOG_LEVEL": "info", "DD_TRACE_ENABLED": "false"}))
+files = profiles_in(out)
+funcs, total, top = pprof_top(files) if files else ({}, 0, "")
+total = total or 0
+hw = funcs.get("handler_work", (0, 0))[1]
+t.ok(p.returncode == 0 and total > 0 and 0.4 <= hw / total <= 0.6,
+     "sigspin after 40 pthread keys: half in handler_work still (%.2f s of %.2f)" % (hw, total), p.err[-2000:] + top[:2000])
 t.done()

@@ -3,7 +3,10 @@
  * spins in main_work() for MS ms of CPU, then raises SIGUSR1, whose handler
  * spins in handler_work() for another MS ms. With THREADS > 0 as well, that
  * many threads do the same at once (each thread's first libunwind walk makes
- * its trace cache in the handler). Prints "sigspin: done". usage: sigspin MS [THREADS] */
+ * its trace cache in the handler). KEYS pthread keys are created first, as a
+ * program with many thread-local objects would (libunwind's own key must
+ * still be one a handler can use). Prints "sigspin: done".
+ * usage: sigspin MS [THREADS [KEYS]] */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -62,6 +65,12 @@ int main(int argc, char **argv)
     if (argc > 1)
         ms = atol(argv[1]);
     int nthreads = argc > 2 ? atoi(argv[2]) : 0;
+    int nkeys = argc > 3 ? atoi(argv[3]) : 0;
+    for (int i = 0; i < nkeys; i++) {
+        pthread_key_t k;
+        if (pthread_key_create(&k, NULL) != 0)
+            break;
+    }
     struct sigaction sa = {0};
     sa.sa_handler = on_usr1;
     sigemptyset(&sa.sa_mask);
