@@ -796,6 +796,18 @@ static void split_host(const aio_target *t, char host[256], char port[8])
     }
 }
 
+/* *d = now + ms on CLOCK_MONOTONIC (what ms_left counts against). */
+static void deadline_in(struct timespec *d, long ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, d);
+    d->tv_sec += ms / 1000;
+    d->tv_nsec += (ms % 1000) * 1000000L;
+    if (d->tv_nsec >= 1000000000L) {
+        d->tv_sec++;
+        d->tv_nsec -= 1000000000L;
+    }
+}
+
 static int raw_connect(const aio_target *t, const struct timespec *deadline)
 {
     int fd = -1;
@@ -870,13 +882,7 @@ long aio_raw_request(const aio_target *t, const char *method, const char *path,
                      char *resp_body, size_t resp_cap)
 {
     struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    deadline_in(&deadline, timeout_ms);
     if (resp_body && resp_cap)
         resp_body[0] = '\0';
     int fd = raw_connect(t, &deadline);
@@ -947,13 +953,7 @@ int aio_agent_reachable(const aio_target *t, long timeout_ms)
         return -1;
     }
     struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    deadline_in(&deadline, timeout_ms);
     int fd = raw_connect(t, &deadline);
     if (fd < 0)
         return 0;
