@@ -152,6 +152,23 @@ static void bad(const char *var, const char *val, const char *accepts, const cha
     log_error("%s=\"%.64s\" is not valid (accepts %s); %s", var, shown, accepts, effect);
 }
 
+/* A size setting (parse_bytes): its value, dflt when unset, 0 when bad
+ * (said on stderr with what 0 means here, counted in *nbad). */
+static uint64_t bytes_setting(const char *(*g)(const char *), const char *name, uint64_t dflt,
+                              const char *effect_when_bad, int *nbad)
+{
+    const char *v = get(g, name);
+    if (!v)
+        return dflt;
+    uint64_t b;
+    if (parse_bytes(v, &b) < 0) {
+        (*nbad)++;
+        bad(name, v, "a size in bytes (suffix K, M or G allowed), 0 for none", effect_when_bad);
+        return 0;
+    }
+    return b;
+}
+
 static void append_tag(char *tags, size_t cap, const char *k, size_t klen, const char *v,
                        size_t vlen)
 {
@@ -376,35 +393,14 @@ int config_load(struct shim_config *c, const char *(*g)(const char *), const cha
         c->announce = 1;
 
     /* The spool: payloads the Agent did not take wait there for it. */
-    c->spool_max_bytes = 32ull << 20;
-    if ((v = get(g, "DD_SHIM_SPOOL_MAX_BYTES"))) {
-        uint64_t b;
-        if (parse_bytes(v, &b) < 0) {
-            nbad++;
-            bad("DD_SHIM_SPOOL_MAX_BYTES", v, "a size in bytes (suffix K, M or G allowed), 0 for none",
-                "nothing is spooled");
-            c->spool_max_bytes = 0;
-        } else {
-            c->spool_max_bytes = b;
-        }
-    }
+    c->spool_max_bytes = bytes_setting(g, "DD_SHIM_SPOOL_MAX_BYTES", 32ull << 20, "nothing is spooled", &nbad);
     /* Symbolization: above this much DWARF (uncompressed) an object is named
      * from its symbol tables only. 4 MB keeps a typical program's own DWARF
      * and leaves out libc6-dbg's (9.5 MB, inflated whole by libdw: ~12 MB of
      * memory and ~40 ms of CPU a profile). Same default as symbolize/'s
      * SYM_DWARF_MAX_DEFAULT. */
-    c->dwarf_max_bytes = 4ull << 20;
-    if ((v = get(g, "DD_SHIM_DWARF_MAX_BYTES"))) {
-        uint64_t b;
-        if (parse_bytes(v, &b) < 0) {
-            nbad++;
-            bad("DD_SHIM_DWARF_MAX_BYTES", v, "a size in bytes (suffix K, M or G allowed), 0 for none",
-                "no DWARF is read: function names only, no file:line");
-            c->dwarf_max_bytes = 0;
-        } else {
-            c->dwarf_max_bytes = b;
-        }
-    }
+    c->dwarf_max_bytes = bytes_setting(g, "DD_SHIM_DWARF_MAX_BYTES", 4ull << 20,
+                                       "no DWARF is read: function names only, no file:line", &nbad);
 
     if ((v = get(g, "DD_SHIM_SPOOL_DIR")) && *v) {
         if (v[0] != '/') {
