@@ -22,6 +22,7 @@
 
 #include "common/span_rec.h"
 #include "http/parser.h"
+#include "http/copy.h"
 #include "preload/sampler.h"
 
 #include <errno.h>
@@ -210,8 +211,7 @@ static void put_str(struct span_rec *r, char **p, char *end, int idx, const char
         n = (size_t)(end - *p);
     if (n > 0xffff)
         n = 0xffff;
-    if (n)
-        memcpy(*p, s, n);
+    copy_bytes(*p, s, n);
     r->len[idx] = (uint16_t)n;
     *p += n;
 }
@@ -242,7 +242,9 @@ static void emit_span(struct conn *c, struct slot *s, int status, uint32_t flags
         count(&conn_counters.dropped_ring);
         goto out;
     }
-    memset(r, 0, sizeof *r);
+    /* Every field is set below but the string lengths: zero those alone (a
+     * memset of the whole header is a rep stos, ~30 cycles to start). */
+    memset(r->len, 0, sizeof r->len);
     r->magic = SPAN_MAGIC;
     r->flags = flags | (q->target_truncated ? SPAN_F_TARGET_TRUNCATED : 0) |
                (q->version_minor == 0 ? SPAN_F_HTTP10 : 0);

@@ -59,6 +59,7 @@
  *   chunk, or that arrive while the parser is not inside body data, contain
  *   framing the parser never saw: the stream becomes HTTP_P_ERROR. */
 #include "http/parser.h"
+#include "http/copy.h"
 
 /* ---- private state layout (st[] of http_req / http_resp) ---------------- */
 enum {
@@ -1269,7 +1270,7 @@ static size_t fast_request_line(hp *h, const uint8_t *d, size_t lim)
     if (te >= lim || d[te] != ' ' || lim - v < 9 || __builtin_memcmp(d + v, "HTTP/1.", 7) != 0 ||
         !is_digit(d[v + 7]) || !(e = line_end(d, v + 8, lim)))
         return 0;
-    __builtin_memcpy(r->method, d, m);
+    copy_bytes(r->method, d, m);
     r->method[m] = 0;
     r->method_len = (uint8_t)m;
     size_t k = te - t;
@@ -1277,7 +1278,7 @@ static size_t fast_request_line(hp *h, const uint8_t *d, size_t lim)
         k = TARGET_CAP;
         r->target_truncated = 1;
     }
-    __builtin_memcpy(r->target, d + t, k);
+    copy_bytes(r->target, d + t, k);
     r->target[k] = 0;
     r->target_len = (uint16_t)k;
     r->version_minor = (uint8_t)(d[v + 7] - '0');
@@ -1330,7 +1331,7 @@ static int fast_value(hp *h, const uint8_t *s, uint32_t n, int k, const uint8_t 
                         j--;
                     vpos = (uint32_t)(ve - v);
                     vtrim = (uint32_t)(j - v);
-                    __builtin_memcpy(f->v, d + v, vpos < FIELD_CAP ? vpos : FIELD_CAP);
+                    copy_bytes(f->v, d + v, vpos < FIELD_CAP ? vpos : FIELD_CAP);
                 }
                 if (vtrim > FIELD_CAP) {
                     f->len = FIELD_CAP;

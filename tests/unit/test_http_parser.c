@@ -3,8 +3,10 @@
  * Content-Length / chunked / close-delimited bodies, 1xx/204/304/HEAD,
  * early rejection of non-HTTP bytes, bounds (1 MB header line, truncation),
  * secrets never captured, sendfile accounting, and no read past the input
- * (inputs ending at a PROT_NONE page). TAP output. */
+ * (inputs ending at a PROT_NONE page), and the hook path's byte copy
+ * (http/copy.h) at every length. TAP output. */
 #include "http/parser.h"
+#include "http/copy.h"
 #include "tests/fuzz/http_transcript.h"
 
 #include <stdio.h>
@@ -808,6 +810,43 @@ int main(void)
             good = good && !(ev & HTTP_P_ERROR);
         }
         ok(good, "every truncated prefix ending at the guard page: no fault, no error");
+    }
+
+    /* ---- http/copy.h: every length through each of its branches, exact,
+     * nothing written outside [0, n), from an unaligned source to an
+     * unaligned destination; and a capture of each length through the parser */
+    {
+        static uint8_t src[400], dst[420];
+        for (size_t i = 0; i < sizeof src; i++)
+            src[i] = (uint8_t)(i * 7 + 3);
+        int good = 1;
+        for (size_t len = 0; len <= 300 && good; len++)
+            for (size_t off = 0; off < 3 && good; off++) {
+                memset(dst, 0xee, sizeof dst);
+                copy_bytes(dst + 8 + off, src + 1 + off, len);
+                good = memcmp(dst + 8 + off, src + 1 + off, len) == 0;
+                for (size_t j = 0; j < sizeof dst && good; j++)
+                    if (j < 8 + off || j >= 8 + off + len)
+                        good = dst[j] == 0xee;
+            }
+        ok(good, "copy_bytes: lengths 0..300, exact, nothing written around the copy");
+        good = 1;
+        char req[700], val[300];
+        for (size_t len = 1; len <= 280 && good; len++) {
+            for (size_t j = 0; j < len; j++)
+                val[j] = (char)('a' + (j * 5 + len) % 26);
+            val[len] = 0;
+            int k = snprintf(req, sizeof req, "GET /%s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %.*s\r\n\r\n",
+                             val, val, (int)(len % 17), val);
+            req_init(&rq, no_extra);
+            ev = feed_req(&rq, (const uint8_t *)req, (size_t)k, &used);
+            char tgt[302];
+            snprintf(tgt, sizeof tgt, "/%s", val);
+            good = ev == (HTTP_P_HEADERS | HTTP_P_DONE) && strcmp(rq.target, tgt) == 0 &&
+                   rq.target_len == len + 1 && fstr(&rq.host, val) &&
+                   rq.user_agent.len == len % 17 && memcmp(rq.user_agent.v, val, len % 17) == 0;
+        }
+        ok(good, "targets and header values of 1..280 bytes captured exactly in one pass");
     }
 
     printf("1..%d\n", n);
