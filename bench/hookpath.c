@@ -33,7 +33,9 @@
  * path's cost with the caches as the kernel leaves them, without the system
  * calls' noise. A thread on another CPU drains the span ring every 10 ms as
  * the shim's collector does.
- * usage: hookpath-direct ITERATIONS [CPU [DRAIN_CPU]]
+ * usage: hookpath-direct ITERATIONS [CPU [DRAIN_CPU [nginx]]]
+ *   nginx: section 3a's exchange instead (wrk's GET with a Host header;
+ *   nginx's 9-line response head by write, its 613-byte file by sendfile)
  * Prints JSON: median, quartiles and 90th percentile of the hook path per
  * request (read hook + write hook), and of each hook. */
 #include <arpa/inet.h>
@@ -119,6 +121,13 @@ __attribute__((unused)) static void pair(int ls, struct sockaddr_in *a, int raw,
 
 __thread struct sampler_thread sampler_tls TLS_IE;
 
+/* The response head nginx 1.22 writes for a static file (section 3a's). */
+#define NGINX_HEAD                                                                                 \
+    "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 07 Dec 2026 10:22:00 GMT\r\n"             \
+    "Content-Type: text/html\r\nContent-Length: 613\r\n"                                           \
+    "Last-Modified: Mon, 07 Dec 2026 10:20:00 GMT\r\nConnection: keep-alive\r\n"                   \
+    "ETag: \"6754a1b0-265\"\r\nAccept-Ranges: bytes\r\n\r\n"
+
 static void pin(int cpu)
 {
     cpu_set_t set;
@@ -154,11 +163,15 @@ int main(int argc, char **argv)
 {
     long iters = argc > 1 ? atol(argv[1]) : 100000;
     int cpu = argc > 2 ? atoi(argv[2]) : -1, dcpu = argc > 3 ? atoi(argv[3]) : 0;
-    const char *req = "GET /users/42 HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: hookpath\r\n"
-                      "Accept: */*\r\n\r\n";
-    const char *resp = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n"
-                       "hello";
+    int ngx = argc > 4 && strcmp(argv[4], "nginx") == 0;
+    const char *req = ngx ? "GET /index.html HTTP/1.1\r\nHost: 127.0.0.1:56409\r\n\r\n"
+                          : "GET /users/42 HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: hookpath\r\n"
+                            "Accept: */*\r\n\r\n";
+    const char *resp = ngx ? NGINX_HEAD : "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n"
+                                          "hello";
     size_t reql = strlen(req), respl = strlen(resp);
+    static char body[613];
+    memset(body, 'x', sizeof body);
     if (conn_init(NULL, NULL) != 0)
         die("conn_init");
     pthread_t t;
@@ -198,7 +211,7 @@ int main(int argc, char **argv)
     qsort(tt, (size_t)iters, sizeof *tt, cmp_ll);
     long long timer = tt[iters / 2];
 
-    char buf[512];
+    char buf[1024];
     long warm = iters / 10 + 100;
     for (long i = -warm; i < iters; i++) {
         full_write(c, req, reql);
@@ -210,11 +223,17 @@ int main(int argc, char **argv)
         conn_on_read(s, buf, (size_t)r);
         long long t2 = now(CLOCK_MONOTONIC);
         full_write(s, resp, respl);
+        if (ngx) /* nginx: the head by writev, the file by sendfile */
+            full_write(s, body, sizeof body);
         long long t3 = now(CLOCK_MONOTONIC);
         long long t4 = now(CLOCK_MONOTONIC);
         conn_on_write(s, resp, respl);
+        if (ngx)
+            conn_on_sendfile(s, sizeof body);
         long long t5 = now(CLOCK_MONOTONIC);
         full_read(c, buf, respl);
+        if (ngx)
+            full_read(c, buf, sizeof body);
         (void)t0;
         (void)t3;
         if (i >= 0) {

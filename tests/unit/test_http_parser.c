@@ -812,6 +812,46 @@ int main(void)
         ok(good, "every truncated prefix ending at the guard page: no fault, no error");
     }
 
+    /* ---- one-word token values (Connection, Transfer-Encoding, Expect),
+     * which the one-pass path decides itself: the same as byte by byte ---- */
+    {
+        static const char *const names[] = { "Connection", "Transfer-Encoding", "Expect" };
+        static const char *const vals[] = {
+            "keep-alive", "Keep-Alive", "KEEP-ALIVE  ", "close", "Close\t", "closed", "clos",
+            "keep-alive,close", "close ,keep-alive", "upgrade", "chunked", "Chunked", "gzip",
+            "chunkedx", "chunke", "100-continue", "100-Continue", "100-continuex", "x", "a b",
+        };
+        int good = 1;
+        const char *why = "";
+        char msg[256];
+        for (unsigned i = 0; i < 3 && good; i++)
+            for (unsigned j = 0; j < sizeof vals / sizeof vals[0] && good; j++)
+                for (unsigned form = 0; form < 3 && good; form++) {
+                    int k = form == 2 ? snprintf(msg, sizeof msg, "HTTP/1.%d 200 OK\r\n%s: %s\r\n"
+                                                 "Content-Length: 2\r\n\r\nok", (int)(j & 1),
+                                                 names[i], vals[j])
+                                      : snprintf(msg, sizeof msg, "POST / HTTP/1.%u\r\n%s: %s\r\n"
+                                                 "Content-Length: 3\r\n\r\nabc", form, names[i], vals[j]);
+                    good = splits_agree(form == 2, (const uint8_t *)msg, (size_t)k, no_extra, 0, &why);
+                    if (!good)
+                        printf("# %s: %s\n", msg, why);
+                }
+        ok(good, "one-word Connection/Transfer-Encoding/Expect values: every split matches one-shot");
+        req_init(&rq, no_extra);
+        ev = feed_req(&rq, S("GET / HTTP/1.0\r\nConnection: KEEP-alive \r\n\r\n"), &used);
+        int a = ev == (HTTP_P_HEADERS | HTTP_P_DONE) && !rq.conn_close;
+        req_init(&rq, no_extra);
+        ev = feed_req(&rq, S("GET / HTTP/1.1\r\nConnection: Close\r\nExpect: 100-Continue\r\n\r\n"), &used);
+        a = a && ev == (HTTP_P_HEADERS | HTTP_P_DONE) && rq.conn_close && rq.expect_continue;
+        req_init(&rq, no_extra);
+        ev = feed_req(&rq, S("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n"), &used);
+        a = a && ev == (HTTP_P_HEADERS | HTTP_P_DONE) && rq.chunked;
+        resp_init(&rs, no_extra, 0);
+        ev = feed_resp(&rs, S("HTTP/1.1 200 OK\r\nConnection: closed\r\nContent-Length: 0\r\n\r\n"), &used);
+        a = a && ev == (HTTP_P_HEADERS | HTTP_P_DONE) && !rs.conn_close;
+        ok(a, "one-word values in one pass: keep-alive on 1.0, close, 100-continue, chunked; 'closed' is not close");
+    }
+
     /* ---- http/copy.h: every length through each of its branches, exact,
      * nothing written outside [0, n), from an unaligned source to an
      * unaligned destination; and a capture of each length through the parser */
