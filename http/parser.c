@@ -1223,7 +1223,9 @@ fail:
  * complete below lim. */
 static inline size_t line_end(const uint8_t *d, size_t i, size_t lim)
 {
-    if (lim - i >= 2 && d[i] == '\r' && d[i + 1] == '\n')
+    uint16_t x, crlf;
+    __builtin_memcpy(&crlf, "\r\n", 2); /* a constant: one 16-bit compare */
+    if (lim - i >= 2 && (__builtin_memcpy(&x, d + i, 2), x == crlf))
         return i + 2;
     if (i < lim && d[i] == '\n')
         return i + 1;
@@ -1358,19 +1360,19 @@ static int fast_value(hp *h, const uint8_t *s, uint32_t n, int k, const uint8_t 
             size_t j = ve;
             while (j > v && (d[j - 1] == ' ' || d[j - 1] == '\t'))
                 j--;
-            size_t len = j - v, p = v;
-            while (p < j && d[p] != ',')
+            size_t len = j - v;
+            const name_ent *w;
+            unsigned nw, matched = 0;
+            tm_words(kind, &w, &nw);
+            /* known_eq is exact on value bytes too: the words are lowercase
+             * letters, digits and '-', which OR 0x20 only makes of the byte
+             * itself, its capital, or a control byte (never in a value). */
+            for (unsigned q = 0; q < nw; q++)
+                matched |= (unsigned)(w[q].len == len && known_eq(d + v, w[q].s, w[q].len)) << q;
+            size_t p = v;
+            while (!matched && p < j && d[p] != ',') /* a word has no comma */
                 p++;
-            if (len > 0 && p == j) {
-                const name_ent *w;
-                unsigned nw, matched = 0;
-                tm_words(kind, &w, &nw);
-                for (unsigned q = 0; q < nw; q++) {
-                    unsigned x = w[q].len == len;
-                    for (size_t b = 0; x && b < len; b++)
-                        x = lower(d[v + b]) == (uint8_t)w[q].s[b];
-                    matched |= x << q;
-                }
+            if (len > 0 && (matched || p == j)) {
                 tm_apply(st, kind, matched);
                 st[ST_VPOS] = (uint32_t)(ve - v);
                 st[ST_VTRIM] = (uint32_t)len;
@@ -1455,7 +1457,14 @@ static int fast(hp *h, const uint8_t *d, size_t len, size_t *ip)
             v++; /* the usual single space */
         while (v < lim && (d[v] == ' ' || d[v] == '\t'))
             v++;
-        size_t ve = scan(d, v, lim, 0x20, C_VALUE);
+        size_t ve;
+#ifdef HAVE_SIMD
+        unsigned vm;
+        if (lim - v >= 16) /* most values end within 16 bytes: scan's first step, here */
+            ve = (vm = stop16(d + v, 0)) ? v + (size_t)__builtin_ctz(vm) : scan(d, v + 16, lim, 0x20, C_VALUE);
+        else
+#endif
+            ve = scan(d, v, lim, 0x20, C_VALUE);
         if (!(e = line_end(d, ve, lim)))
             goto out;
         uint32_t n = ne - a > SCRATCH_CAP ? SCRATCH_CAP + 1u : (uint32_t)(ne - a);
