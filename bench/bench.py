@@ -834,7 +834,7 @@ def _hook_inplace(rounds, ik, cmds):
     if not os.path.exists(dexe):
         return None
     cpu = [PIN, GEN] if PIN is not None else []
-    res = {"direct": [], "read": [], "write": [], "p90": [], "ab": [], "aa": []}
+    res = {"direct": [], "read": [], "write": [], "p90": [], "ab": [], "aa": [], "ngx": [], "ngx_write": []}
     for rd in range(rounds):
         r = run([dexe, "30000"] + cpu, plain())
         j = lib.last_json(r.out) or {}
@@ -843,6 +843,13 @@ def _hook_inplace(rounds, ik, cmds):
             if j.get(f) is not None:
                 res[k].append(j[f])
         cmds["direct"] = r.cmd
+        # section 3a's exchange: wrk's GET, nginx's 9-line head and its file by sendfile
+        r = run([dexe, "30000"] + (cpu if cpu else ["-1", "0"]) + ["nginx"], plain())
+        j = lib.last_json(r.out) or {}
+        for k, f in (("ngx", "hook_ns_median"), ("ngx_write", "write_hook_ns_median")):
+            if j.get(f) is not None:
+                res[k].append(j[f])
+        cmds["direct-nginx"] = r.cmd
         for key, env in (("ab", shim(agent=ik.url, DD_PROFILING_ENABLED="false")), ("aa", plain())):
             r = run([exe, "60000", "ab", "300"] + cpu[:1], env, pin=GEN)
             j = lib.last_json(r.out) or {}
@@ -936,10 +943,12 @@ def _hook_report(rounds, variants, iters, vals, cmds, inplace=None):
     hp = diffs[("ddshim", "http")]
     direct = median(inplace["direct"]) if inplace and inplace["direct"] else None
     ab = median(inplace["ab"]) if inplace and inplace["ab"] else None
+    ngx = median(inplace["ngx"]) if inplace and inplace["ngx"] else None
     if direct is not None:
         ok = direct <= 300
         summary.append(("hook", "added latency per HTTP request on the hook path (hooks + parse + span), timed in place",
                         "%.0f ns" % direct,
+                        ("nginx's exchange (3a) in place: %.0f ns; " % ngx if ngx is not None else "") +
                         "same process, tracked vs untracked connection: %+.0f ns of CPU; separate processes: %+.0f ns "
                         "(both also count the caches the hook path leaves to the kernel; see 3b); spans off: %+.0f ns; "
                         "non-HTTP bytes: %+.0f ns" % (ab if ab is not None else float("nan"), hp,
@@ -981,6 +990,9 @@ def _hook_report(rounds, variants, iters, vals, cmds, inplace=None):
                    ["… of which the read hook (request parse, span start)", mr("read")],
                    ["… of which the write hook (response parse, span record into the ring)", mr("write")],
                    ["… 90th percentile", mr("p90")],
+                   ["the same for section 3a's exchange (wrk's GET with one header; nginx's 9-line response head "
+                    "by write, its 613-byte file by sendfile: `hookpath-direct … nginx`)", mr("ngx")],
+                   ["… of which the write and sendfile hooks", mr("ngx_write")],
                    ["same process under the shim, thread CPU per request, tracked minus untracked connection "
                     "(`hookpath ab`)", mr("ab", True)],
                    ["… the same without the shim (A/A: the noise floor)", mr("aa", True)],
@@ -1011,7 +1023,7 @@ def _hook_report(rounds, variants, iters, vals, cmds, inplace=None):
           "Reproduce:", "", "```sh", "gcc -O2 -o build/bench/hookpath bench/hookpath.c",
           "gcc -O2 -pthread -D_GNU_SOURCE -DHOOKPATH_DIRECT -I. -o build/bench/hookpath-direct bench/hookpath.c "
           "http/conn.c http/parser.c preload/ring.c",
-          cmds[("none", "http")], cmds[("ddshim", "http")]] + [cmds[k] for k in ("direct", "ab") if k in cmds] + [
+          cmds[("none", "http")], cmds[("ddshim", "http")]] + [cmds[k] for k in ("direct", "direct-nginx", "ab") if k in cmds] + [
           "BENCH_ONLY=hook sh bench/run.sh", "```"]
     sections.append("\n".join(md))
 
