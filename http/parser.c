@@ -259,7 +259,7 @@ typedef struct name_ent {
 } name_ent;
 #define NE(lit) { lit, (uint8_t)(sizeof(lit) - 1) }
 
-/* Request fields captured by default, in capture-bit order (see req_field_off). */
+/* Request fields captured by default, in capture-bit order (see http_req_field_off). */
 #define REQ_KNOWN 9u
 
 /* Every name with a meaning here. A header line's name is looked up by its
@@ -376,27 +376,18 @@ static const name_ent w_expect = NE("100-continue");
 
 /* ---- one view over either parser ------------------------------------------ */
 typedef struct hp {
-    uint32_t *st;
-    uint64_t *remaining;
-    char *scratch;
-    uint16_t *scratch_len;
-    uint32_t *head_bytes;
-    int64_t *content_length;
-    uint8_t *chunked, *conn_close, *version_minor;
-    http_field *extra;
-    const char *const *extra_names;
+    http_msg *m;     /* what both have (http/parser.h) */
     http_req *req;   /* exactly one of req / resp */
     http_resp *resp;
     char *base;      /* the parser struct, for field_of */
     const uint16_t *field_off;
-    uint32_t *present_mask;
 } hp;
 
 /* Capture bit b -> the field's offset in its parser: request bits
  * 0..REQ_KNOWN-1 are the default fields (known[].bit), the next HTTP_MAX_EXTRA
  * bits the extras; responses only have extras, from bit 0. */
 #define OFF(t, m) ((uint16_t)__builtin_offsetof(t, m))
-static const uint16_t req_field_off[REQ_KNOWN + HTTP_MAX_EXTRA] = {
+const uint16_t http_req_field_off[REQ_KNOWN + HTTP_MAX_EXTRA] = {
     OFF(http_req, host), OFF(http_req, user_agent), OFF(http_req, dd_trace_id),
     OFF(http_req, dd_parent_id), OFF(http_req, dd_sampling_priority), OFF(http_req, dd_origin),
     OFF(http_req, dd_tags), OFF(http_req, traceparent), OFF(http_req, tracestate),
@@ -411,6 +402,14 @@ static const uint16_t resp_field_off[HTTP_MAX_EXTRA] = {
 };
 #undef OFF
 _Static_assert(sizeof(http_req) < 65536, "field offsets are 16-bit");
+_Static_assert(REQ_KNOWN + HTTP_MAX_EXTRA == HTTP_REQ_FIELDS, "http_req_field_off's size");
+/* The union's two views of the common part are one layout (same members). */
+#define SAME(t, m) _Static_assert(__builtin_offsetof(t, m) == __builtin_offsetof(t, msg.m), #t "." #m)
+SAME(http_req, content_length); SAME(http_req, present_mask); SAME(http_req, st);
+SAME(http_req, remaining); SAME(http_req, extra_names);
+SAME(http_resp, content_length); SAME(http_resp, present_mask); SAME(http_resp, st);
+SAME(http_resp, remaining); SAME(http_resp, extra_names);
+#undef SAME
 
 static inline http_field *field_of(const hp *h, unsigned b)
 {
@@ -442,17 +441,17 @@ __attribute__((noinline)) static void header_match(hp *h, const uint8_t *s, uint
         if (e->bit >= 0 && h->req)
             mask = 1u << e->bit;
     }
-    if (h->extra_names[0]) {
+    if (h->m->extra_names[0]) {
         unsigned base = h->req ? REQ_KNOWN : 0;
-        for (unsigned i = 0; i < HTTP_MAX_EXTRA && h->extra_names[i]; i++)
-            if (name_eq_cfg(s, n, h->extra_names[i]))
+        for (unsigned i = 0; i < HTTP_MAX_EXTRA && h->m->extra_names[i]; i++)
+            if (name_eq_cfg(s, n, h->m->extra_names[i]))
                 mask |= 1u << (base + i);
     }
     for (uint32_t m = mask; m; m &= m - 1)
         field_of(h, (unsigned)__builtin_ctz(m))->present = 1;
-    *h->present_mask |= mask;
-    h->st[ST_KIND] = kind;
-    h->st[ST_MASK] = mask;
+    h->m->present_mask |= mask;
+    h->m->st[ST_KIND] = kind;
+    h->m->st[ST_MASK] = mask;
 }
 
 /* At the colon: what the header named s[0..n) means for framing, and which
@@ -460,7 +459,7 @@ __attribute__((noinline)) static void header_match(hp *h, const uint8_t *s, uint
  * Most names mean nothing here: a length and a first byte say so. */
 static inline void header_classify(hp *h, const uint8_t *s, uint32_t n)
 {
-    uint32_t *st = h->st;
+    uint32_t *st = h->m->st;
 
     st[ST_SUB] = 0;
     st[ST_VPOS] = 0;
@@ -470,7 +469,7 @@ static inline void header_classify(hp *h, const uint8_t *s, uint32_t n)
     if ((st[ST_FLAGS] & F_TRAILER) || n > SCRATCH_CAP)
         return;
     int k = known_find(s, n);
-    if (k >= 0 || h->extra_names[0])
+    if (k >= 0 || h->m->extra_names[0])
         header_match(h, s, n, k);
 }
 
@@ -482,7 +481,7 @@ static void name_save(hp *h, uint32_t n0, const uint8_t *d, size_t k)
         return;
     if (k > SCRATCH_CAP - n0)
         k = SCRATCH_CAP - n0;
-    __builtin_memcpy(h->scratch + n0, d, k);
+    __builtin_memcpy(h->m->scratch + n0, d, k);
 }
 
 /* Token-list matcher packed in st[ST_SUB]: bits 0-7 position in the element,
@@ -529,7 +528,7 @@ static void tm_apply(uint32_t *st, uint32_t kind, unsigned matched)
 
 static void tm_finish(hp *h)
 {
-    uint32_t *st = h->st, sub = st[ST_SUB], kind = st[ST_KIND];
+    uint32_t *st = h->m->st, sub = st[ST_SUB], kind = st[ST_KIND];
     const name_ent *w;
     unsigned nw, matched = 0;
 
@@ -545,31 +544,31 @@ static void tm_finish(hp *h)
 
 __attribute__((noinline)) static void tm_byte(hp *h, uint8_t c)
 {
-    uint32_t sub = h->st[ST_SUB];
+    uint32_t sub = h->m->st[ST_SUB];
     if (c == ',') {
         tm_finish(h);
         return;
     }
     if (c == ' ' || c == '\t') {
         if (sub & TM_NONEMPTY)
-            h->st[ST_SUB] = sub | TM_ENDED;
+            h->m->st[ST_SUB] = sub | TM_ENDED;
         return;
     }
     if (sub & TM_ENDED) { /* "clo se", "chunked ;x": not one of our words */
-        h->st[ST_SUB] = sub | TM_DEAD;
+        h->m->st[ST_SUB] = sub | TM_DEAD;
         return;
     }
     const name_ent *w;
     unsigned nw;
     uint32_t pos = TM_POS(sub);
-    tm_words(h->st[ST_KIND], &w, &nw);
+    tm_words(h->m->st[ST_KIND], &w, &nw);
     c = lower(c);
     for (unsigned k = 0; k < nw; k++)
         if (pos >= w[k].len || (uint8_t)w[k].s[pos] != c)
             sub |= 0x100u << k;
     if (pos < 0xff)
         pos++;
-    h->st[ST_SUB] = (sub & ~0xffu) | pos | TM_NONEMPTY;
+    h->m->st[ST_SUB] = (sub & ~0xffu) | pos | TM_NONEMPTY;
 }
 
 /* Content-Length sub-parser in st[ST_SUB]: 0 before digits, 1 in digits, 2
@@ -577,23 +576,23 @@ __attribute__((noinline)) static void tm_byte(hp *h, uint8_t c)
  * body starts. */
 static int cl_commit(hp *h)
 {
-    int64_t v = (int64_t)*h->remaining;
-    if (*h->content_length >= 0 && *h->content_length != v)
+    int64_t v = (int64_t)h->m->remaining;
+    if (h->m->content_length >= 0 && h->m->content_length != v)
         return -1; /* conflicting lengths: the classic smuggling vector */
-    *h->content_length = v;
+    h->m->content_length = v;
     return 0;
 }
 
 static int cl_byte(hp *h, uint8_t c)
 {
-    uint32_t *sub = &h->st[ST_SUB];
+    uint32_t *sub = &h->m->st[ST_SUB];
     if (c >= '0' && c <= '9') {
         if (*sub == 2)
             return -1;
         if (*sub == 0)
-            *h->remaining = 0;
-        *h->remaining = *h->remaining * 10 + (uint64_t)(c - '0');
-        if (*h->remaining > CL_MAX)
+            h->m->remaining = 0;
+        h->m->remaining = h->m->remaining * 10 + (uint64_t)(c - '0');
+        if (h->m->remaining > CL_MAX)
             return -1;
         *sub = 1;
         return 0;
@@ -615,7 +614,7 @@ static int cl_byte(hp *h, uint8_t c)
  * the committed part and the separator position stay known meanwhile. */
 static void capture_run(hp *h, const uint8_t *d, uint32_t n, uint32_t vpos)
 {
-    for (uint32_t m = h->st[ST_MASK]; m; m &= m - 1) {
+    for (uint32_t m = h->m->st[ST_MASK]; m; m &= m - 1) {
         http_field *f = field_of(h, (unsigned)__builtin_ctz(m));
         uint32_t base = f->len, sep = base ? 2u : 0u;
         if (vpos == 0 && sep) {
@@ -635,7 +634,7 @@ static void capture_run(hp *h, const uint8_t *d, uint32_t n, uint32_t vpos)
  * capturing fields and parse them for framing. -1: not valid HTTP. */
 __attribute__((noinline)) static int value_run(hp *h, const uint8_t *d, size_t a, size_t i)
 {
-    uint32_t *st = h->st;
+    uint32_t *st = h->m->st;
     /* trailing OWS of this run is only kept if more value follows */
     size_t j = i;
     while (j > a && (d[j - 1] == ' ' || d[j - 1] == '\t'))
@@ -665,7 +664,7 @@ __attribute__((noinline)) static int value_run(hp *h, const uint8_t *d, size_t a
 
 __attribute__((noinline)) static int header_end(hp *h)
 {
-    uint32_t *st = h->st, vtrim = st[ST_VTRIM];
+    uint32_t *st = h->m->st, vtrim = st[ST_VTRIM];
     for (uint32_t m = st[ST_MASK]; m; m &= m - 1) {
         http_field *f = field_of(h, (unsigned)__builtin_ctz(m));
         if (vtrim) {
@@ -698,21 +697,21 @@ __attribute__((noinline)) static int header_end(hp *h)
 /* The empty line after the head: decide the framing. Returns the events. */
 __attribute__((noinline)) static int head_end(hp *h)
 {
-    uint32_t *st = h->st, fl = st[ST_FLAGS];
-    int close = (fl & F_CLOSE) || (*h->version_minor == 0 && !(fl & F_KEEPALIVE));
+    uint32_t *st = h->m->st, fl = st[ST_FLAGS];
+    int close = (fl & F_CLOSE) || (h->m->version_minor == 0 && !(fl & F_KEEPALIVE));
     int chunked = (fl & F_TE) && (fl & F_TE_CHUNKED);
 
-    *h->conn_close = (uint8_t)close;
-    *h->chunked = (uint8_t)chunked;
+    h->m->conn_close = (uint8_t)close;
+    h->m->chunked = (uint8_t)chunked;
     if (fl & F_TE)
-        *h->content_length = -1; /* Transfer-Encoding overrides Content-Length */
+        h->m->content_length = -1; /* Transfer-Encoding overrides Content-Length */
     if (h->req) {
         h->req->expect_continue = (fl & F_EXPECT) ? 1 : 0;
         if ((fl & F_TE) && !chunked)
             return HTTP_P_ERROR;
         if (chunked)
             goto chunks;
-        if (*h->content_length > 0)
+        if (h->m->content_length > 0)
             goto length;
         st[ST_STATE] = P_DONE;
         return HTTP_P_HEADERS | HTTP_P_DONE;
@@ -724,23 +723,23 @@ __attribute__((noinline)) static int head_end(hp *h)
     }
     if (chunked)
         goto chunks;
-    if (!(fl & F_TE) && *h->content_length >= 0) {
-        if (*h->content_length == 0) {
+    if (!(fl & F_TE) && h->m->content_length >= 0) {
+        if (h->m->content_length == 0) {
             st[ST_STATE] = P_DONE;
             return HTTP_P_HEADERS | HTTP_P_DONE;
         }
         goto length;
     }
     r->body_until_close = 1;
-    *h->conn_close = 1;
+    h->m->conn_close = 1;
     st[ST_STATE] = P_BODY_CLOSE;
     return HTTP_P_HEADERS;
 length:
-    *h->remaining = (uint64_t)*h->content_length;
+    h->m->remaining = (uint64_t)h->m->content_length;
     st[ST_STATE] = P_BODY_LEN;
     return HTTP_P_HEADERS;
 chunks:
-    *h->remaining = 0;
+    h->m->remaining = 0;
     st[ST_AUX] = 0;
     st[ST_STATE] = P_CSIZE;
     return HTTP_P_HEADERS;
@@ -761,9 +760,9 @@ static uint32_t region_cap(uint32_t s)
 
 __attribute__((noinline)) static int run(hp *h, const uint8_t *d, size_t len, size_t *used)
 {
-    uint32_t *st = h->st;
+    uint32_t *st = h->m->st;
     uint32_t s = st[ST_STATE];
-    uint32_t hb = *h->head_bytes; /* a local: stored once per call */
+    uint32_t hb = h->m->head_bytes; /* a local: stored once per call */
     size_t i = 0;
     uint32_t n0; /* P_NAME: bytes of the name before this input */
     int ev = 0;
@@ -886,7 +885,7 @@ __attribute__((noinline)) static int run(hp *h, const uint8_t *d, size_t len, si
                 } else if (k == 7) {
                     if (c < '0' || c > '9')
                         goto fail;
-                    *h->version_minor = (uint8_t)(c - '0');
+                    h->m->version_minor = (uint8_t)(c - '0');
                 } else if (s == P_SVER) {
                     if (c != ' ')
                         goto fail;
@@ -1008,7 +1007,7 @@ __attribute__((noinline)) static int run(hp *h, const uint8_t *d, size_t len, si
             goto name;
 
         case P_NAME:
-            n0 = *h->scratch_len;
+            n0 = h->m->scratch_len;
         name: {
             /* Find the colon (four table lookups per step: names are short
              * runs of letters), then look the name up where it lies; only a
@@ -1024,7 +1023,7 @@ __attribute__((noinline)) static int run(hp *h, const uint8_t *d, size_t len, si
             uint32_t n = k > SCRATCH_CAP + 1u - n0 ? SCRATCH_CAP + 1u : n0 + (uint32_t)k;
             if (i >= lim) {
                 name_save(h, n0, d + a, k);
-                *h->scratch_len = (uint16_t)n;
+                h->m->scratch_len = (uint16_t)n;
                 break;
             }
             if (d[i] != ':')
@@ -1033,9 +1032,9 @@ __attribute__((noinline)) static int run(hp *h, const uint8_t *d, size_t len, si
             const uint8_t *nm = d + a;
             if (n0) {
                 name_save(h, n0, d + a, k);
-                nm = (const uint8_t *)h->scratch;
+                nm = (const uint8_t *)h->m->scratch;
             }
-            *h->scratch_len = (uint16_t)n;
+            h->m->scratch_len = (uint16_t)n;
             header_classify(h, nm, n);
             s = P_VAL_OWS;
         }
@@ -1090,9 +1089,9 @@ __attribute__((noinline)) static int run(hp *h, const uint8_t *d, size_t len, si
                 int v = hexval(d[i]);
                 if (v < 0)
                     break;
-                if (*h->remaining >> 60)
+                if (h->m->remaining >> 60)
                     goto fail; /* more than 64 bits of chunk */
-                *h->remaining = (*h->remaining << 4) | (uint64_t)v;
+                h->m->remaining = (h->m->remaining << 4) | (uint64_t)v;
                 st[ST_AUX] = 1;
                 i++;
             }
@@ -1136,7 +1135,7 @@ __attribute__((noinline)) static int run(hp *h, const uint8_t *d, size_t len, si
                     s = P_CR;
                 } else if (c == '\n') {
                     newregion = 1;
-                    if (*h->remaining == 0) {
+                    if (h->m->remaining == 0) {
                         st[ST_FLAGS] |= F_TRAILER;
                         s = P_LINE_START;
                     } else {
@@ -1151,11 +1150,11 @@ __attribute__((noinline)) static int run(hp *h, const uint8_t *d, size_t len, si
         case P_BODY_LEN:
         case P_CDATA: {
             uint64_t n = len - i;
-            if (n > *h->remaining)
-                n = *h->remaining;
+            if (n > h->m->remaining)
+                n = h->m->remaining;
             i += (size_t)n;
-            *h->remaining -= n;
-            if (*h->remaining == 0) {
+            h->m->remaining -= n;
+            if (h->m->remaining == 0) {
                 if (s == P_BODY_LEN) {
                     s = P_DONE;
                     ev |= HTTP_P_DONE;
@@ -1176,7 +1175,7 @@ __attribute__((noinline)) static int run(hp *h, const uint8_t *d, size_t len, si
                 st[ST_RET] = P_CDATA_END;
                 s = P_CR;
             } else if (c == '\n') {
-                *h->remaining = 0;
+                h->m->remaining = 0;
                 st[ST_AUX] = 0;
                 s = P_CSIZE;
                 newregion = 1;
@@ -1194,7 +1193,7 @@ __attribute__((noinline)) static int run(hp *h, const uint8_t *d, size_t len, si
             hb = 0;
     }
     st[ST_STATE] = s;
-    *h->head_bytes = hb;
+    h->m->head_bytes = hb;
     *used = (s == P_DONE) ? i : len;
     return ev;
 fail:
@@ -1291,7 +1290,7 @@ static size_t fast_request_line(hp *h, const uint8_t *d, size_t lim)
     r->target[k] = 0;
     r->target_len = (uint16_t)k;
     r->version_minor = (uint8_t)(d[v + 7] - '0');
-    h->st[ST_AUX] = 8; /* as P_RVER leaves it */
+    h->m->st[ST_AUX] = 8; /* as P_RVER leaves it */
     return e;
 }
 
@@ -1310,7 +1309,7 @@ static size_t fast_status_line(hp *h, const uint8_t *d, size_t lim)
         return 0;
     h->resp->version_minor = (uint8_t)(d[7] - '0');
     h->resp->status = (d[9] - '0') * 100 + (d[10] - '0') * 10 + (d[11] - '0');
-    h->st[ST_AUX] = 3; /* as P_CODE leaves it */
+    h->m->st[ST_AUX] = 3; /* as P_CODE leaves it */
     return e;
 }
 
@@ -1321,8 +1320,8 @@ static size_t fast_status_line(hp *h, const uint8_t *d, size_t lim)
  * KIND, MASK] are 0 on entry. -1: not valid HTTP. */
 static int fast_value(hp *h, const uint8_t *s, uint32_t n, int k, const uint8_t *d, size_t v, size_t ve)
 {
-    uint32_t *st = h->st;
-    if (k >= 0 && !h->extra_names[0]) {
+    uint32_t *st = h->m->st;
+    if (k >= 0 && !h->m->extra_names[0]) {
         const known_ent *e = &known[k];
         int bit = h->req ? e->bit : -1;
         uint32_t kind = (e->flags & N_REQ_ONLY) && !h->req ? (uint32_t)K_IGNORE : e->kind;
@@ -1332,7 +1331,7 @@ static int fast_value(hp *h, const uint8_t *s, uint32_t n, int k, const uint8_t 
             http_field *f = field_of(h, (unsigned)bit);
             if (!f->present) { /* then f->len is 0: nothing to append to */
                 f->present = 1;
-                *h->present_mask |= 1u << bit;
+                h->m->present_mask |= 1u << bit;
                 uint32_t vpos = 0, vtrim = 0;
                 if (ve > v) {
                     size_t j = ve;
@@ -1378,14 +1377,14 @@ static int fast_value(hp *h, const uint8_t *s, uint32_t n, int k, const uint8_t 
                 st[ST_VTRIM] = (uint32_t)len;
                 return 0;
             }
-        } else if (kind == K_CL && *h->content_length < 0 && ve > v && ve - v <= 18) {
+        } else if (kind == K_CL && h->m->content_length < 0 && ve > v && ve - v <= 18) {
             uint64_t x = 0; /* 18 digits stay below CL_MAX */
             size_t p = v;
             for (; p < ve && is_digit(d[p]); p++)
                 x = x * 10 + (uint64_t)(d[p] - '0');
             if (p == ve) {
-                *h->remaining = x;
-                *h->content_length = (int64_t)x;
+                h->m->remaining = x;
+                h->m->content_length = (int64_t)x;
                 st[ST_VPOS] = st[ST_VTRIM] = (uint32_t)(ve - v);
                 return 0;
             }
@@ -1402,8 +1401,8 @@ static int fast_value(hp *h, const uint8_t *s, uint32_t n, int k, const uint8_t 
  * consumed (len after an error, as run() reports it). */
 static int fast(hp *h, const uint8_t *d, size_t len, size_t *ip)
 {
-    uint32_t *st = h->st;
-    uint32_t s = st[ST_STATE], hb = *h->head_bytes;
+    uint32_t *st = h->m->st;
+    uint32_t s = st[ST_STATE], hb = h->m->head_bytes;
     size_t i = 0, lim = len, e;
     int ev = 0;
 
@@ -1434,17 +1433,17 @@ static int fast(hp *h, const uint8_t *d, size_t len, size_t *ip)
             hb = 0; /* the head's region is over */
             if (s == P_BODY_LEN) {
                 uint64_t n = len - i;
-                if (n > *h->remaining)
-                    n = *h->remaining;
+                if (n > h->m->remaining)
+                    n = h->m->remaining;
                 i += (size_t)n;
-                *h->remaining -= n;
-                if (*h->remaining == 0) {
+                h->m->remaining -= n;
+                if (h->m->remaining == 0) {
                     s = P_DONE;
                     ev |= HTTP_P_DONE;
                 }
             }
             st[ST_STATE] = s;
-            *h->head_bytes = 0;
+            h->m->head_bytes = 0;
             *ip = i;
             return ev;
         }
@@ -1468,7 +1467,7 @@ static int fast(hp *h, const uint8_t *d, size_t len, size_t *ip)
         if (!(e = line_end(d, ve, lim)))
             goto out;
         uint32_t n = ne - a > SCRATCH_CAP ? SCRATCH_CAP + 1u : (uint32_t)(ne - a);
-        *h->scratch_len = (uint16_t)n;
+        h->m->scratch_len = (uint16_t)n;
         /* as header_classify: nothing from an earlier line carries over */
         st[ST_SUB] = 0;
         st[ST_VPOS] = 0;
@@ -1477,7 +1476,7 @@ static int fast(hp *h, const uint8_t *d, size_t len, size_t *ip)
         st[ST_MASK] = 0;
         if (n <= SCRATCH_CAP) { /* longer names match nothing */
             int k = known_find(d + a, n);
-            if ((k >= 0 || h->extra_names[0]) && fast_value(h, d + a, n, k, d, v, ve) < 0)
+            if ((k >= 0 || h->m->extra_names[0]) && fast_value(h, d + a, n, k, d, v, ve) < 0)
                 goto fail;
         }
         i = e;
@@ -1485,7 +1484,7 @@ static int fast(hp *h, const uint8_t *d, size_t len, size_t *ip)
 out:
     if (i) { /* every byte taken so far is head */
         st[ST_STATE] = s;
-        *h->head_bytes = hb + (uint32_t)i;
+        h->m->head_bytes = hb + (uint32_t)i;
     }
     *ip = i;
     return ev;
@@ -1498,12 +1497,12 @@ fail:
 /* fast() for what it takes, run() for the rest. */
 static int feed(hp *h, const uint8_t *d, size_t len, size_t *used)
 {
-    uint32_t s = h->st[ST_STATE];
+    uint32_t s = h->m->st[ST_STATE];
     size_t i = 0, u = 0;
     int ev = 0;
     if (s == P_START || s == P_LINE_START) {
         ev = fast(h, d, len, &i);
-        s = h->st[ST_STATE];
+        s = h->m->st[ST_STATE];
         if (i == len || s == P_DONE || s == P_ERROR) {
             *used = (s == P_DONE) ? i : len;
             return ev;
@@ -1518,42 +1517,20 @@ static int feed(hp *h, const uint8_t *d, size_t len, size_t *used)
 
 static void view_req(hp *h, http_req *p)
 {
-    h->st = p->st;
-    h->remaining = &p->remaining;
-    h->scratch = p->scratch;
-    h->scratch_len = &p->scratch_len;
-    h->head_bytes = &p->head_bytes;
-    h->content_length = &p->content_length;
-    h->chunked = &p->chunked;
-    h->conn_close = &p->conn_close;
-    h->version_minor = &p->version_minor;
-    h->extra = p->extra;
-    h->extra_names = p->extra_names;
+    h->m = &p->msg;
     h->req = p;
     h->resp = 0;
     h->base = (char *)p;
-    h->field_off = req_field_off;
-    h->present_mask = &p->present_mask;
+    h->field_off = http_req_field_off;
 }
 
 static void view_resp(hp *h, http_resp *p)
 {
-    h->st = p->st;
-    h->remaining = &p->remaining;
-    h->scratch = p->scratch;
-    h->scratch_len = &p->scratch_len;
-    h->head_bytes = &p->head_bytes;
-    h->content_length = &p->content_length;
-    h->chunked = &p->chunked;
-    h->conn_close = &p->conn_close;
-    h->version_minor = &p->version_minor;
-    h->extra = p->extra;
-    h->extra_names = p->extra_names;
+    h->m = &p->msg;
     h->req = 0;
     h->resp = p;
     h->base = (char *)p;
     h->field_off = resp_field_off;
-    h->present_mask = &p->present_mask;
 }
 
 static void state_clear(uint32_t *st)
@@ -1585,7 +1562,7 @@ static void req_scalars_reset(http_req *p)
 void http_req_reset(http_req *p)
 {
     for (unsigned i = 0; i < REQ_KNOWN + HTTP_MAX_EXTRA; i++)
-        field_clear((http_field *)((char *)p + req_field_off[i]));
+        field_clear((http_field *)((char *)p + http_req_field_off[i]));
     req_scalars_reset(p);
 }
 
@@ -1594,13 +1571,8 @@ void http_req_reset(http_req *p)
 void http_req_reuse(http_req *p)
 {
     for (uint32_t m = p->present_mask; m; m &= m - 1)
-        field_clear((http_field *)((char *)p + req_field_off[__builtin_ctz(m)]));
+        field_clear((http_field *)((char *)p + http_req_field_off[__builtin_ctz(m)]));
     req_scalars_reset(p);
-}
-
-const http_field *http_req_field(const http_req *p, unsigned b)
-{
-    return (const http_field *)((const char *)p + req_field_off[b]);
 }
 
 static void resp_scalars_reset(http_resp *p, int is_head)

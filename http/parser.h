@@ -33,33 +33,49 @@ typedef struct http_field {
     char v[512];                /* len bytes and a NUL */
 } http_field;
 
-/* Layout: what one request touches comes first (scalars, then the parser's
+/* What both parsers have, first in each and in the same order, so that one
+ * pointer (http_msg) reaches it in either (through the union below: the
+ * members keep their plain names, rq.content_length, rs.chunked).
+ * Layout: what one message touches comes first (scalars, then the parser's
  * own state), the large buffers after, so that the hooks touch a few cache
- * lines per request, not one per field. */
+ * lines per message, not one per field. */
+#define HTTP_MSG_FIELDS                                                                            \
+    /* ---- results, valid after HTTP_P_HEADERS ---- */                                            \
+    int64_t content_length;     /* -1 when absent */                                               \
+    uint8_t version_minor;      /* HTTP/1.0 -> 0, HTTP/1.1 -> 1 */                                 \
+    uint8_t chunked;            /* Transfer-Encoding ends with chunked */                          \
+    uint8_t conn_close;         /* Connection: close (or HTTP/1.0 without keep-alive) */           \
+    uint16_t scratch_len;       /* (private) */                                                    \
+    /* fields that are present, by capture bit: see http_req and http_resp */                     \
+    uint32_t present_mask;                                                                         \
+    /* ---- private state ---- */                                                                  \
+    uint32_t head_bytes;        /* bytes of head so far (bounded: HTTP_MAX_HEAD) */                \
+    uint32_t st[16];                                                                               \
+    uint64_t remaining;         /* body bytes / chunk bytes left */                                \
+    char scratch[64];           /* start of a header name cut by the end of a read */              \
+    /* ---- configuration, set before the first feed (kept by reset) ---- */                       \
+    const char *extra_names[HTTP_MAX_EXTRA]; /* lowercase names, NULL-terminated or full */
+
+typedef struct http_msg {
+    HTTP_MSG_FIELDS
+} http_msg;
+
 typedef struct http_req {
-    /* ---- results, valid after HTTP_P_HEADERS ---- */
+    union {
+        http_msg msg;
+        struct {
+            HTTP_MSG_FIELDS
+        };
+    };
+    /* present_mask, by capture bit: bit 0..8 host, user_agent, dd_trace_id,
+     * dd_parent_id, dd_sampling_priority, dd_origin, dd_tags, traceparent,
+     * tracestate (the order of span_rec's strings), bit 9 + i extra[i] (see
+     * http_req_field) */
     char method[16];
     uint8_t method_len;
-    uint8_t version_minor;      /* HTTP/1.0 -> 0, HTTP/1.1 -> 1 */
     uint8_t target_truncated;
-    uint8_t chunked;            /* Transfer-Encoding ends with chunked */
     uint8_t expect_continue;    /* Expect: 100-continue */
-    uint8_t conn_close;         /* Connection: close (or HTTP/1.0 without keep-alive) */
     uint16_t target_len;
-    int64_t content_length;     /* -1 when absent */
-    /* fields that are present, by capture bit: bit 0..8 host, user_agent,
-     * dd_trace_id, dd_parent_id, dd_sampling_priority, dd_origin, dd_tags,
-     * traceparent, tracestate (the order of span_rec's strings), bit 9 + i
-     * extra[i] (see http_req_field) */
-    uint32_t present_mask;
-    /* ---- private state ---- */
-    uint32_t st[16];
-    uint64_t remaining;         /* body bytes / chunk bytes left */
-    uint16_t scratch_len;
-    uint32_t head_bytes;        /* bytes of head so far (bounded: HTTP_MAX_HEAD) */
-    char scratch[64];           /* start of a header name cut by the end of a read */
-    /* ---- configuration, set before the first feed (kept by http_req_reset) ---- */
-    const char *extra_names[HTTP_MAX_EXTRA]; /* lowercase names, NULL-terminated or full */
     /* ---- results: the large buffers ---- */
     char target[2048];          /* request-target as sent ("/path?query", or absolute-form) */
     http_field host, user_agent;
@@ -78,8 +94,13 @@ void http_req_reset(http_req *p);
  * changed only by feed): clears only the fields present_mask names, so it
  * touches a few cache lines instead of every field. */
 void http_req_reuse(http_req *p);
-/* The field of capture bit b (see present_mask), b < 9 + HTTP_MAX_EXTRA. */
-const http_field *http_req_field(const http_req *p, unsigned b);
+/* The field of capture bit b (see present_mask), b < HTTP_REQ_FIELDS. */
+#define HTTP_REQ_FIELDS (9 + HTTP_MAX_EXTRA)
+extern const uint16_t http_req_field_off[HTTP_REQ_FIELDS];
+static inline const http_field *http_req_field(const http_req *p, unsigned b)
+{
+    return (const http_field *)((const char *)p + http_req_field_off[b]);
+}
 
 /* Feed bytes read from the socket. Returns the events of this call; *used
  * receives the bytes consumed: on HTTP_P_DONE it stops right after the end of
@@ -92,22 +113,15 @@ const http_field *http_req_field(const http_req *p, unsigned b);
 int http_req_feed(http_req *p, const uint8_t *data, size_t len, size_t *used);
 
 typedef struct http_resp {
-    /* ---- results, valid after HTTP_P_HEADERS ---- */
+    union {
+        http_msg msg;           /* present_mask: bit i, extra[i] is present */
+        struct {
+            HTTP_MSG_FIELDS
+        };
+    };
     int status;                 /* 100..599 */
-    uint8_t version_minor;
-    uint8_t chunked;
-    uint8_t conn_close;
     uint8_t body_until_close;   /* no length, not chunked, body allowed: ends at close */
-    int64_t content_length;     /* -1 when absent */
-    uint32_t present_mask;      /* bit i: extra[i] is present */
-    /* ---- private state ---- */
-    uint8_t no_body;            /* set by http_resp_reset: HEAD request */
-    uint32_t st[16];
-    uint64_t remaining;
-    uint16_t scratch_len;
-    uint32_t head_bytes;
-    char scratch[64];
-    const char *extra_names[HTTP_MAX_EXTRA];
+    uint8_t no_body;            /* (private) set by http_resp_reset: HEAD request */
     http_field extra[HTTP_MAX_EXTRA];
 } http_resp;
 
