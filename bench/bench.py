@@ -87,14 +87,37 @@ def table(header, rows):
     return "\n".join(out)
 
 
+SPEED_REF = []  # ns per work unit of the first speed probe of this run
+
+
+def speed_probe():
+    """The machine's speed now against the start of this run: CPU time of a
+    fixed piece of build/bench/work (~70 ms, pinned like the measured
+    programs), as a ratio (1.0 = as at the start, 0.5 = twice as slow). The
+    hypervisor's slow spells show here and in no load or steal counter."""
+    best = None
+    for _ in range(2):
+        r = run([os.path.join(BB, "work"), "200"], pin=PIN)
+        j = lib.last_json(r.out) or {}
+        if j.get("main_cpu_ns"):
+            best = j["main_cpu_ns"] if best is None else min(best, j["main_cpu_ns"])
+    if not best:
+        return None
+    if not SPEED_REF:
+        SPEED_REF.append(best)
+    return SPEED_REF[0] / best
+
+
 class Noise:
     """Load on the machine while a section ran: the busy share of all CPUs
-    from /proc/stat, and the load average, so a reader can judge the noise."""
+    from /proc/stat, the load average, and the speed probe before and after,
+    so a reader can judge the noise."""
 
     def __init__(self, name):
         self.name = name
 
     def __enter__(self):
+        self.v0 = speed_probe()
         self.l0 = lib.loadavg()
         self.s0 = lib.cpu_busy_snapshot()
         self.t0 = time.monotonic()
@@ -105,7 +128,8 @@ class Noise:
         b1, t1, st1 = lib.cpu_busy_snapshot()
         busy = (b1 - self.s0[0]) / max(1, t1 - self.s0[1]) * 100
         steal = (st1 - self.s0[2]) / max(1, t1 - self.s0[1]) * 100
-        noise.append((self.name, self.l0, lib.loadavg(), busy, time.monotonic() - self.t0, steal))
+        noise.append((self.name, self.l0, lib.loadavg(), busy, time.monotonic() - self.t0, steal,
+                      self.v0, speed_probe()))
         write_results(partial=True)
 
 
@@ -1455,9 +1479,14 @@ def write_results(partial=False):
         out += ["Noise: the machine is shared (another session's tests and fuzzer run at times). Busy share of all "
                 "CPUs during each section (ours included; a section that uses one pinned CPU alone would show ~%d %%):"
                 % (100 // lib.NCPU), "",
-                table(["section", "duration", "CPU busy (all CPUs)", "steal (hypervisor)", "load average before → after"],
-                      [[n, "%.0f s" % d, "%.0f %%" % b, "%.1f %%" % st, "%.2f → %.2f" % (l0, l1)]
-                       for n, l0, l1, b, d, st in noise]), ""]
+                table(["section", "duration", "CPU busy (all CPUs)", "steal (hypervisor)", "load average before → after",
+                       "speed before → after (vs the run's start)"],
+                      [[n, "%.0f s" % d, "%.0f %%" % b, "%.1f %%" % st, "%.2f → %.2f" % (l0, l1),
+                        "%s → %s" % (fmt(v0, 2), fmt(v1, 2))]
+                       for n, l0, l1, b, d, st, v0, v1 in noise]), "",
+                "Speed: CPU time of a fixed 70 ms piece of bench/work.c, pinned like the measured programs, against "
+                "the same at the start of the run; below ~0.9 the host was in one of its slow spells, which no load "
+                "or steal counter shows, and every timing of that section is inflated accordingly.", ""]
     out += sections
     if os.path.exists(FINDINGS):
         out += ["", open(FINDINGS).read().strip()]
