@@ -87,25 +87,32 @@ def table(header, rows):
     return "\n".join(out)
 
 
-SPEED_REF = []  # ns per work unit of the first speed probe of this run
+SPEED_REF = []  # the first probe of this run: (ALU ns, chase ns)
 
 
 def speed_probe():
-    """The machine's speed now against the start of this run: CPU time of a
-    fixed piece of build/bench/work (~70 ms, pinned like the measured
-    programs), as a ratio (1.0 = as at the start, 0.5 = twice as slow). The
-    hypervisor's slow spells show here and in no load or steal counter."""
+    """The machine's speed now against the start of this run, from
+    build/bench/probe (an ALU loop, and a pointer chase through 4 MB: what
+    cache-missing code such as the hook path and the handler meets), pinned
+    like the measured programs: (ALU, memory) ratios, 1.0 = as at the start,
+    0.5 = twice as slow. The host's slow spells show here and in no load or
+    steal counter of this guest."""
     best = None
     for _ in range(2):
-        r = run([os.path.join(BB, "work"), "200"], pin=PIN)
+        r = run([os.path.join(BB, "probe")], pin=PIN)
         j = lib.last_json(r.out) or {}
-        if j.get("main_cpu_ns"):
-            best = j["main_cpu_ns"] if best is None else min(best, j["main_cpu_ns"])
+        if j.get("alu_ns") and j.get("chase_ns"):
+            cur = (j["alu_ns"], j["chase_ns"])
+            best = cur if best is None else (min(best[0], cur[0]), min(best[1], cur[1]))
     if not best:
         return None
     if not SPEED_REF:
         SPEED_REF.append(best)
-    return SPEED_REF[0] / best
+    return (SPEED_REF[0][0] / best[0], SPEED_REF[0][1] / best[1])
+
+
+def speed_fmt(v):
+    return "n/a" if not v else "%.2f / %.2f" % v
 
 
 class Noise:
@@ -1480,13 +1487,15 @@ def write_results(partial=False):
                 "CPUs during each section (ours included; a section that uses one pinned CPU alone would show ~%d %%):"
                 % (100 // lib.NCPU), "",
                 table(["section", "duration", "CPU busy (all CPUs)", "steal (hypervisor)", "load average before → after",
-                       "speed before → after (vs the run's start)"],
+                       "speed before → after: ALU / memory (vs the run's start)"],
                       [[n, "%.0f s" % d, "%.0f %%" % b, "%.1f %%" % st, "%.2f → %.2f" % (l0, l1),
-                        "%s → %s" % (fmt(v0, 2), fmt(v1, 2))]
+                        "%s → %s" % (speed_fmt(v0), speed_fmt(v1))]
                        for n, l0, l1, b, d, st, v0, v1 in noise]), "",
-                "Speed: CPU time of a fixed 70 ms piece of bench/work.c, pinned like the measured programs, against "
-                "the same at the start of the run; below ~0.9 the host was in one of its slow spells, which no load "
-                "or steal counter shows, and every timing of that section is inflated accordingly.", ""]
+                "Speed: bench/probe.c before and after each section, pinned like the measured programs: an ALU "
+                "loop and a dependent pointer chase through 4 MB (the cache misses the hook path and the signal "
+                "handler meet), each against the same at the start of the run. Below ~0.9 the host was in one of "
+                "its slow spells, which no load or steal counter of this guest shows; timings of that section are "
+                "inflated (a spell can also start and end within a section: compare a figure's range over rounds).", ""]
     out += sections
     if os.path.exists(FINDINGS):
         out += ["", open(FINDINGS).read().strip()]

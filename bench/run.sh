@@ -35,7 +35,7 @@ make -s all build/progs/split build/progs/deep build/progs/busy >/dev/null
 mkdir -p build/bench
 CC=${CC:-gcc}
 F="-O2 -g -pthread -D_GNU_SOURCE"
-for p in work hookpath stacks exitprobe spawn threads; do
+for p in work hookpath stacks exitprobe spawn threads probe; do
     $CC $F -fomit-frame-pointer -o build/bench/$p bench/$p.c
 done
 # The hook path without LD_PRELOAD: bench/hookpath.c calls the shim's
