@@ -15,6 +15,7 @@
  *   POST /echo                 echoes the body (Content-Length bodies; Expect: 100-continue honoured)
  *   GET  /stream               a body delimited by closing the connection (no length)
  *   GET  /drop                 closes the connection without answering
+ *   GET  /cut                  a 200 head promising 100 bytes, 10 of them, then closes
  *   HEAD any of the above      headers only
  * usage: http_server PORT [--port-file FILE] */
 #include <arpa/inet.h>
@@ -197,6 +198,12 @@ static void *serve(void *arg)
             rc = write_all(fd, h, strlen(h));
             if (!head_only && rc == 0)
                 rc = write_all(fd, "streamed until close\n", 21);
+            free(body);
+            break;
+        } else if (strcmp(target, "/cut") == 0) {
+            const char *h = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n";
+            if (write_all(fd, h, strlen(h)) == 0 && !head_only)
+                write_all(fd, "only ten\r\n", 10);
             free(body);
             break;
         } else if (strcmp(target, "/drop") == 0) {

@@ -61,6 +61,7 @@ struct slot {
     int64_t resp_body_bytes;
     int32_t tid;
     uint8_t head_done;
+    uint8_t resp_head_done; /* the final response's head is all written */
 };
 
 uint8_t *volatile conn_state;
@@ -467,6 +468,7 @@ static void feed_out(int fd, struct conn *c, const uint8_t *data, size_t n)
             if (extra_resp_names[0] || s->resp.extra_names[0])
                 memcpy(s->resp.extra_names, extra_resp_names, sizeof s->resp.extra_names);
             http_resp_reuse(&s->resp, s->req.method_len == 4 && memcmp(s->req.method, "HEAD", 4) == 0);
+            s->resp_head_done = 0;
             c->resp_started = 1;
         }
         size_t used = 0;
@@ -477,6 +479,8 @@ static void feed_out(int fd, struct conn *c, const uint8_t *data, size_t n)
         }
         if (used > n)
             used = n;
+        if ((ev & HTTP_P_HEADERS) && s->resp.status >= 200)
+            s->resp_head_done = 1;
         s->resp_body_bytes += (int64_t)used; /* head included; subtracted at the end */
         if ((ev & HTTP_P_DONE) || s->resp.body_until_close) {
             if (!now)
@@ -552,8 +556,11 @@ void conn_on_close(int fd)
             int64_t now = clock_ns(CLOCK_MONOTONIC);
             for (int k = 0; k < c->nq; k++) {
                 struct slot *s = &pool[c->q[k]];
-                if (k == 0 && c->resp_started && s->resp.status >= 200 && s->resp.body_until_close)
-                    emit_span(c, s, s->resp.status, SPAN_F_RESP_UNTIL_CLOSE,
+                /* A body delimited by close ends here; a body cut short (the
+                 * client left, the server gave up) still had its status sent. */
+                if (k == 0 && c->resp_started && s->resp.status >= 200 &&
+                    (s->resp.body_until_close || s->resp_head_done))
+                    emit_span(c, s, s->resp.status, s->resp.body_until_close ? SPAN_F_RESP_UNTIL_CLOSE : 0,
                               s->last_write_mono ? s->last_write_mono : now);
                 else
                     emit_span(c, s, 0, SPAN_F_NO_RESPONSE, now);

@@ -185,9 +185,10 @@ run(["curl", "-s", "-o", "/dev/null", "-H", "Expect: 100-continue", "--data-bina
     shim_env(preload=False), input=b"x" * 5000)
 run(["curl", "-s", "-I", base + "/users/44"], shim_env(preload=False))
 run(["curl", "-s", "-o", "/dev/null", base + "/error"], shim_env(preload=False))
-spans = wait_spans(ik, 7, timeout=15)
+run(["curl", "-s", "-o", "/dev/null", base + "/cut"], shim_env(preload=False))
+spans = wait_spans(ik, 8, timeout=15)
 srv.stop()
-t.ok(len(spans) == 7, "C server: 7 requests, 7 spans (%d)" % len(spans), [s["resource"] for s in spans])
+t.ok(len(spans) == 8, "C server: 8 requests, 8 spans (%d)" % len(spans), [s["resource"] for s in spans])
 by = {}
 for s in spans:
     by.setdefault(s["resource"], []).append(s)
@@ -222,6 +223,9 @@ t.ok(echo is not None and echo["meta"].get("http.status_code") == "200"
      "Expect: 100-continue: the span has the final status, not 100", echo)
 head = by.get("HEAD /users/{param:int}", [None])[0]
 t.ok(head is not None and head["meta"].get("http.status_code") == "200", "HEAD: a span, no body expected", sorted(by))
+cut = by.get("GET /cut", [None])[0]
+t.ok(cut is not None and cut["meta"].get("http.status_code") == "200",
+     "a body cut short by the server's close: the span has the status that was sent", cut)
 t.ok(not wire_ok(spans), "C server: WIRE.md keys and types", wire_ok(spans)[:5])
 ik.stop()
 
