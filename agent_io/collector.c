@@ -286,9 +286,37 @@ static void name_self(const char *name)
     pthread_setname_np(pthread_self(), name);
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+/* ASan builds only. The shim's threads are made with libc's pthread_create
+ * (hooks_real_pthread_create), which ASan's runtime does not see, so it never
+ * clears the shadow of their stacks. glibc reuses thread stacks, and in a fork
+ * child it hands the new collector the stack of the parent's, whose frames
+ * were live (their scopes poisoned) at the fork: an uninstrumented library
+ * writing there (libunwind's sigprocmask in unw_prepare) was reported as
+ * stack-use-after-scope. Everything below this frame is unused: unpoison it. */
+static void asan_fresh_stack(void)
+{
+    pthread_attr_t a;
+    if (pthread_getattr_np(pthread_self(), &a) != 0)
+        return;
+    void *lo;
+    size_t size;
+    char *here = __builtin_frame_address(0);
+    if (pthread_attr_getstack(&a, &lo, &size) == 0 && here > (char *)lo && here <= (char *)lo + size)
+        __asan_unpoison_memory_region(lo, (size_t)(here - (char *)lo));
+    pthread_attr_destroy(&a);
+}
+#else
+static void asan_fresh_stack(void)
+{
+}
+#endif
+
 static void *collector_thread(void *arg)
 {
     (void)arg;
+    asan_fresh_stack();
     sampler_tls.shim_thread = 1;
     name_self("ddshim-collect");
     const int64_t period_ns = (int64_t)C.cfg->upload_period_s * 1000000000LL;
@@ -443,6 +471,7 @@ static void deliver(int final, long timeout_ms)
 static void *uploader_thread(void *arg)
 {
     (void)arg;
+    asan_fresh_stack();
     sampler_tls.shim_thread = 1;
     name_self("ddshim-upload");
     long period_ms = (long)C.cfg->upload_period_s * 1000;
