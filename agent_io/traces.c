@@ -15,6 +15,7 @@
  * host's OpenSSL has cleaned up (see transport.c). */
 #include "agent_io/traces.h"
 
+#include "common/copy.h"
 #include "common/log.h"
 
 #include <curl/curl.h>
@@ -206,34 +207,6 @@ static inline size_t mp_count_len(size_t n)
     return n < 16 ? 1 : n < 65536 ? 3 : 5;
 }
 
-/* memcpy without the call for the short strings most keys and values are:
- * overlapping fixed-size moves that stay within s[0..n) and d[0..n). */
-static inline void mp_copy(uint8_t *d, const char *s, size_t n)
-{
-    if (n > 32) {
-        memcpy(d, s, n);
-    } else if (n >= 16) {
-        memcpy(d, s, 16);
-        memcpy(d + n - 16, s + n - 16, 16);
-    } else if (n >= 8) {
-        uint64_t a, b;
-        memcpy(&a, s, 8);
-        memcpy(&b, s + n - 8, 8);
-        memcpy(d, &a, 8);
-        memcpy(d + n - 8, &b, 8);
-    } else if (n >= 4) {
-        uint32_t a, b;
-        memcpy(&a, s, 4);
-        memcpy(&b, s + n - 4, 4);
-        memcpy(d, &a, 4);
-        memcpy(d + n - 4, &b, 4);
-    } else if (n) {
-        d[0] = (uint8_t)s[0];
-        d[n / 2] = (uint8_t)s[n / 2];
-        d[n - 1] = (uint8_t)s[n - 1];
-    }
-}
-
 static inline uint8_t *mp_str(uint8_t *p, const char *s, size_t n)
 {
     if (n < 32) {
@@ -248,7 +221,7 @@ static inline uint8_t *mp_str(uint8_t *p, const char *s, size_t n)
         *p++ = 0xdb;
         p = mp_be32(p, (uint32_t)n);
     }
-    mp_copy(p, s, n);
+    copy_bytes(p, s, n);
     return p + n;
 }
 

@@ -22,7 +22,7 @@
 
 #include "common/span_rec.h"
 #include "http/parser.h"
-#include "http/copy.h"
+#include "common/copy.h"
 #include "preload/sampler.h"
 
 #include <errno.h>

@@ -59,7 +59,7 @@
  *   chunk, or that arrive while the parser is not inside body data, contain
  *   framing the parser never saw: the stream becomes HTTP_P_ERROR. */
 #include "http/parser.h"
-#include "http/copy.h"
+#include "common/copy.h"
 
 /* ---- private state layout (st[] of http_req / http_resp) ---------------- */
 enum {

@@ -6,7 +6,7 @@
  * (inputs ending at a PROT_NONE page), and the hook path's byte copy
  * (http/copy.h) at every length. TAP output. */
 #include "http/parser.h"
-#include "http/copy.h"
+#include "common/copy.h"
 #include "tests/fuzz/http_transcript.h"
 
 #include <stdio.h>

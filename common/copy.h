@@ -1,13 +1,14 @@
-/* http/copy.h — the byte copy of the hook path (http/parser.c's captures,
- * http/conn.c's span record): header values, targets and methods are mostly
+/* common/copy.h — the short-string copy of the hook path (http/parser.c's
+ * captures, http/conn.c's span record) and of the uploader's msgpack encoder
+ * (agent_io/traces.c): header values, targets and methods are mostly
  * 3 to 100 bytes, where the compiler's inline expansion of a variable-length
  * memcpy (rep movs) or a call to glibc's costs more than the copy itself:
  * rep movs takes ~30 cycles to start on current x86 cores, a fifth of a
  * request's whole parse. Overlapping word and 16-byte moves instead, no loop
  * below 33 bytes, no libc call at all (so async-signal-safe like the rest of
- * the hook path). Host threads, any context. */
-#ifndef DDSHIM_HTTP_COPY_H
-#define DDSHIM_HTTP_COPY_H
+ * the hook path). Any thread, any context. */
+#ifndef DDSHIM_COMMON_COPY_H
+#define DDSHIM_COMMON_COPY_H
 
 #include <stddef.h>
 #include <stdint.h>
